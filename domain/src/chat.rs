@@ -1,0 +1,612 @@
+//! The rules of chat (design 3.4): who may do what to which session, what is
+//! stored, and who is told. Both transports call these methods with an
+//! authenticated user; they hold no chat rules of their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use io_protocol::*;
+
+use crate::error::{ChatError, ChatResult};
+use crate::limits::{ChatLimiters, ChatLimits};
+use crate::model::*;
+use crate::outbox::{Delivery, Outbox};
+use crate::ports::{Bus, Store};
+use crate::types::*;
+use crate::writer::MessageWriter;
+
+/// Who acts: the user, and the socket it came from (if any), which gets the
+/// direct answer instead of a copy through the bus.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user: UserId,
+    pub conn: Option<ConnRef>,
+}
+
+impl Actor {
+    pub fn rest(user: UserId) -> Self {
+        Actor { user, conn: None }
+    }
+}
+
+/// How many of the latest messages a session snapshot carries.
+pub const SNAPSHOT_MESSAGES: u32 = 50;
+/// The largest history page.
+pub const MAX_PAGE: u32 = 200;
+
+/// The chat service of one process.
+pub struct Chat {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    writer: MessageWriter,
+    outbox: Outbox,
+    limiters: ChatLimiters,
+    /// Participants never change, so a session's pair is cached to keep
+    /// membership checks of hot events (typing) off the database.
+    participants: Mutex<HashMap<SessionId, (UserId, UserId)>>,
+}
+
+impl Chat {
+    const PARTICIPANT_CACHE: usize = 200_000;
+
+    /// Start the chat service (its writer and outbox tasks) on the current
+    /// Tokio runtime.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: ChatLimits) -> Arc<Self> {
+        Arc::new(Chat {
+            writer: MessageWriter::spawn(store.clone()),
+            outbox: Outbox::spawn(bus.clone()),
+            store,
+            bus,
+            limiters: ChatLimiters::new(limits),
+            participants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Forget idle rate-limit keys (called periodically).
+    pub fn prune_limiters(&self) {
+        self.limiters.prune();
+    }
+
+    async fn user(&self, id: UserId) -> ChatResult<User> {
+        self.store.user(id).await?.ok_or(ChatError::Unauthorized)
+    }
+
+    /// The session, if `me` is one of its two participants; `NOT_FOUND`
+    /// for everyone else, so ids cannot be probed.
+    async fn my_session(&self, me: UserId, id: SessionId) -> ChatResult<Session> {
+        let session = self.store.session(id).await?.ok_or(ChatError::NotFound)?;
+        if !session.has(me) {
+            return Err(ChatError::NotFound);
+        }
+        self.remember(&session);
+        Ok(session)
+    }
+
+    fn remember(&self, s: &Session) {
+        let mut cache = self.participants.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= Self::PARTICIPANT_CACHE {
+            cache.clear();
+        }
+        cache.insert(s.id, (s.user1, s.user2));
+    }
+
+    /// The partner of `me` in session `id`, from the cache when possible.
+    async fn partner_in(&self, me: UserId, id: SessionId) -> ChatResult<UserId> {
+        let cached = self
+            .participants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        let (a, b) = match cached {
+            Some(pair) => pair,
+            None => {
+                let s = self.my_session(me, id).await?;
+                (s.user1, s.user2)
+            }
+        };
+        match (a == me, b == me) {
+            (true, _) => Ok(b),
+            (_, true) => Ok(a),
+            _ => Err(ChatError::NotFound),
+        }
+    }
+
+    async fn notify(&self, deliveries: Vec<Delivery>, skip: Option<ConnRef>) -> ChatResult<()> {
+        Ok(self.outbox.send(deliveries, skip).await?)
+    }
+
+    // --- views -------------------------------------------------------------
+
+    pub fn user_view(user: &User) -> UserView {
+        UserView {
+            id: user.id.0,
+            email: user.email.to_string(),
+            alias: user.alias.to_string(),
+            gender: user.gender.map(|g| g.as_str().to_owned()),
+            seeking: user.seeking.as_str().to_owned(),
+            created_at: user.created_at,
+        }
+    }
+
+    pub fn profile_view(user: &User) -> ProfileView {
+        ProfileView {
+            id: user.id.0,
+            email: user.email.to_string(),
+            alias: user.alias.to_string(),
+            gender: user.gender.map(|g| g.as_str().to_owned()),
+            seeking: user.seeking.as_str().to_owned(),
+            real_name: user.real_name.as_ref().map(|t| t.as_str().to_owned()),
+            details: user.details.as_ref().map(|t| t.as_str().to_owned()),
+            reveal_email: user.reveal_email,
+            created_at: user.created_at,
+        }
+    }
+
+    fn partner_view(user: &User) -> PartnerView {
+        PartnerView {
+            alias: user.alias.to_string(),
+            gender: user.gender.map(|g| g.as_str().to_owned()),
+        }
+    }
+
+    fn card(user: &User) -> IdentityCard {
+        IdentityCard {
+            alias: user.alias.to_string(),
+            real_name: user.real_name.as_ref().map(|t| t.as_str().to_owned()),
+            details: user.details.as_ref().map(|t| t.as_str().to_owned()),
+            email: user.reveal_email.then(|| user.email.to_string()),
+        }
+    }
+
+    fn identities(me: &User, partner: &User) -> Identities {
+        Identities {
+            me: Self::card(me),
+            partner: Self::card(partner),
+        }
+    }
+
+    pub fn message_view(m: &Message, me: UserId) -> MessageView {
+        MessageView {
+            id: m.id.0,
+            session_id: m.session_id.0,
+            seq: m.seq,
+            content: m.content.clone(),
+            created_at: m.created_at,
+            client_msg_id: m.client_msg_id.clone(),
+            is_me: m.sender_id == me,
+        }
+    }
+
+    fn reveal_view(reveal: Option<&RevealRequest>, me: UserId) -> RevealView {
+        match reveal {
+            None => RevealView {
+                state: "none".into(),
+                requested_by: None,
+            },
+            Some(r) => RevealView {
+                state: r.status.as_str().into(),
+                requested_by: Some(
+                    if r.requester_id == me {
+                        "me"
+                    } else {
+                        "partner"
+                    }
+                    .into(),
+                ),
+            },
+        }
+    }
+
+    fn reveal_request_view(
+        r: &RevealRequest,
+        me: UserId,
+        ids: Option<Identities>,
+    ) -> RevealRequestView {
+        RevealRequestView {
+            id: r.id.0,
+            session_id: r.session_id.0,
+            status: r.status.as_str().into(),
+            requested_by: if r.requester_id == me {
+                "me"
+            } else {
+                "partner"
+            }
+            .into(),
+            created_at: r.created_at,
+            identities: ids,
+        }
+    }
+
+    /// The session as `me` sees it: partner by alias and gender only, and
+    /// identity cards only after a mutual reveal.
+    pub async fn session_view(
+        &self,
+        s: &Session,
+        me: UserId,
+        with_messages: bool,
+    ) -> ChatResult<SessionView> {
+        let partner_id = s.partner_of(me).ok_or(ChatError::NotFound)?;
+        let (me_user, partner) = (self.user(me).await?, self.user(partner_id).await?);
+        let reveal = self.store.latest_reveal(s.id).await?;
+        let my_rating = self.store.rating_of(s.id, me).await?;
+        let identities = match &reveal {
+            Some(r) if r.status == RevealStatus::Accepted => {
+                Some(Self::identities(&me_user, &partner))
+            }
+            _ => None,
+        };
+        let messages = if with_messages {
+            let ms = self.store.latest_messages(s.id, SNAPSHOT_MESSAGES).await?;
+            Some(ms.iter().map(|m| Self::message_view(m, me)).collect())
+        } else {
+            None
+        };
+        Ok(SessionView {
+            id: s.id.0,
+            status: s.status.as_str().into(),
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            partner: Self::partner_view(&partner),
+            reveal: Self::reveal_view(reveal.as_ref(), me),
+            my_rating: my_rating.map(|r| r.rating.get()),
+            identities,
+            messages,
+        })
+    }
+
+    // --- reads ---------------------------------------------------------------
+
+    /// The signed-in user (for `connected` and `/me`).
+    pub async fn me(&self, me: UserId) -> ChatResult<User> {
+        self.user(me).await
+    }
+
+    /// Where the user stands: their active session, or the ended one they
+    /// still have to rate, with its latest messages.
+    pub async fn current_session(&self, me: UserId) -> ChatResult<Option<SessionView>> {
+        match self.store.current_session(me).await? {
+            Some(s) => {
+                self.remember(&s);
+                Ok(Some(self.session_view(&s, me, true).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A page of history after `after`, oldest first.
+    pub async fn history(
+        &self,
+        me: UserId,
+        session: SessionId,
+        after: i64,
+        limit: Option<u32>,
+    ) -> ChatResult<Vec<MessageView>> {
+        let limit = limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Invalid::new("limit", format!("must be 1 to {MAX_PAGE}")).into());
+        }
+        if after < 0 {
+            return Err(Invalid::new("after", "must not be negative").into());
+        }
+        self.my_session(me, session).await?;
+        let ms = self.store.messages_after(session, after, limit).await?;
+        Ok(ms.iter().map(|m| Self::message_view(m, me)).collect())
+    }
+
+    /// Online users, and waiting users per gender.
+    pub async fn online(&self) -> ChatResult<(u64, WaitingCounts)> {
+        Ok((
+            self.bus.online_count().await?,
+            self.bus.queue_counts().await?,
+        ))
+    }
+
+    // --- actions -------------------------------------------------------------
+
+    /// Enter the match queue. `CONFLICT` while in an active session.
+    pub async fn find_match(&self, actor: &Actor) -> ChatResult<()> {
+        self.limiters.find_match.check(&actor.user)?;
+        let user = self.user(actor.user).await?;
+        let gender = user
+            .gender
+            .ok_or_else(|| Invalid::new("gender", "choose a gender before searching"))?;
+        if let Some(s) = self.store.current_session(actor.user).await? {
+            if s.status == SessionStatus::Active {
+                return Err(ChatError::Conflict("already in an active session"));
+            }
+        }
+        let entry = QueueEntry {
+            user: actor.user,
+            gender,
+            seeking: user.seeking,
+            joined_at_ms: Utc::now().timestamp_millis(),
+        };
+        if self.bus.queue_join(&entry).await? {
+            metrics::counter!("io_match_searches_total").increment(1);
+        }
+        self.notify(
+            vec![(actor.user, ServerEvent::Searching(Empty {}))],
+            actor.conn.clone(),
+        )
+        .await
+    }
+
+    /// Leave the match queue (idempotent).
+    pub async fn cancel_search(&self, actor: &Actor) -> ChatResult<()> {
+        self.bus.queue_leave(&[actor.user]).await?;
+        self.notify(
+            vec![(actor.user, ServerEvent::SearchCancelled(Empty {}))],
+            actor.conn.clone(),
+        )
+        .await
+    }
+
+    /// Commit a message, then tell both users. The sender's answer is the
+    /// committed message (its ack).
+    pub async fn send_message(
+        &self,
+        actor: &Actor,
+        session: SessionId,
+        content: &str,
+        client_msg_id: &str,
+    ) -> ChatResult<MessageView> {
+        let content = MessageContent::parse(content)?;
+        let client_msg_id = ClientMsgId::parse(client_msg_id)?;
+        let partner = self.partner_in(actor.user, session).await?;
+        self.limiters.messages.check(&actor.user)?;
+        let stored = self
+            .writer
+            .append(NewMessage {
+                id: MessageId::new(),
+                session_id: session,
+                sender_id: actor.user,
+                content,
+                client_msg_id,
+                created_at: Utc::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                crate::ports::StoreError::Conflict(_) => {
+                    ChatError::Conflict("the session is not active")
+                }
+                other => other.into(),
+            })?;
+        metrics::counter!("io_chat_messages_total").increment(1);
+        self.notify(
+            vec![
+                (
+                    actor.user,
+                    ServerEvent::MessageReceived(MessageData {
+                        message: Self::message_view(&stored, actor.user),
+                    }),
+                ),
+                (
+                    partner,
+                    ServerEvent::MessageReceived(MessageData {
+                        message: Self::message_view(&stored, partner),
+                    }),
+                ),
+            ],
+            actor.conn.clone(),
+        )
+        .await?;
+        Ok(Self::message_view(&stored, actor.user))
+    }
+
+    /// Relay a typing indicator to the partner; never stored.
+    pub async fn typing(&self, actor: &Actor, session: SessionId, started: bool) -> ChatResult<()> {
+        let partner = self.partner_in(actor.user, session).await?;
+        self.limiters.typing.check(&actor.user)?;
+        let data = SessionRef {
+            session_id: session.0,
+        };
+        let event = if started {
+            ServerEvent::UserTyping(data)
+        } else {
+            ServerEvent::UserStoppedTyping(data)
+        };
+        self.notify(vec![(partner, event)], None).await
+    }
+
+    /// Ask to reveal identities; the partner is told.
+    pub async fn reveal_request(
+        &self,
+        actor: &Actor,
+        session: SessionId,
+    ) -> ChatResult<RevealRequestView> {
+        let s = self.my_session(actor.user, session).await?;
+        if s.status != SessionStatus::Active {
+            return Err(ChatError::Conflict("the session is not active"));
+        }
+        let partner = s.partner_of(actor.user).ok_or(ChatError::NotFound)?;
+        let request = self
+            .store
+            .create_reveal_request(session, actor.user, Utc::now())
+            .await?;
+        metrics::counter!("io_reveal_requests_total").increment(1);
+        let me = self.user(actor.user).await?;
+        self.notify(
+            vec![(
+                partner,
+                ServerEvent::RevealRequested(RevealRequestedData {
+                    session_id: session.0,
+                    requester_alias: me.alias.to_string(),
+                }),
+            )],
+            None,
+        )
+        .await?;
+        Ok(Self::reveal_request_view(&request, actor.user, None))
+    }
+
+    /// Answer the partner's reveal request. On accept both get both identity
+    /// cards; on decline nothing identifying leaves the server.
+    pub async fn reveal_respond(
+        &self,
+        actor: &Actor,
+        session: SessionId,
+        accept: bool,
+    ) -> ChatResult<RevealRequestView> {
+        let s = self.my_session(actor.user, session).await?;
+        if s.status != SessionStatus::Active {
+            return Err(ChatError::Conflict("the session is not active"));
+        }
+        let partner_id = s.partner_of(actor.user).ok_or(ChatError::NotFound)?;
+        let request = self
+            .store
+            .respond_reveal(session, actor.user, accept, Utc::now())
+            .await?;
+        let result = if accept { "accepted" } else { "declined" };
+        metrics::counter!("io_reveal_responses_total", "result" => result).increment(1);
+        let (me, partner) = if accept {
+            (
+                Some(self.user(actor.user).await?),
+                Some(self.user(partner_id).await?),
+            )
+        } else {
+            (None, None)
+        };
+        let ids_for = |viewer_is_me: bool| match (&me, &partner) {
+            (Some(m), Some(p)) if viewer_is_me => Some(Self::identities(m, p)),
+            (Some(m), Some(p)) => Some(Self::identities(p, m)),
+            _ => None,
+        };
+        let response = |viewer_is_me: bool| {
+            ServerEvent::RevealResponse(RevealResponseData {
+                session_id: session.0,
+                status: result.into(),
+                identities: ids_for(viewer_is_me),
+            })
+        };
+        self.notify(
+            vec![(actor.user, response(true)), (partner_id, response(false))],
+            None,
+        )
+        .await?;
+        Ok(Self::reveal_request_view(
+            &request,
+            actor.user,
+            ids_for(true),
+        ))
+    }
+
+    /// End the session; both are told who ended it.
+    pub async fn end_session(&self, actor: &Actor, session: SessionId) -> ChatResult<SessionView> {
+        let s = self.my_session(actor.user, session).await?;
+        if s.status != SessionStatus::Active {
+            return Err(ChatError::Conflict("the session already ended"));
+        }
+        let partner = s.partner_of(actor.user).ok_or(ChatError::NotFound)?;
+        let ended = self
+            .store
+            .end_session(session, actor.user, Utc::now())
+            .await?;
+        metrics::counter!("io_sessions_ended_total").increment(1);
+        if let Some(at) = ended.ended_at {
+            let secs = (at - ended.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("io_session_duration_seconds").record(secs);
+        }
+        metrics::histogram!("io_session_messages").record(ended.last_seq as f64);
+        let ended_event = |by: &str| {
+            ServerEvent::SessionEnded(SessionEndedData {
+                session_id: session.0,
+                ended_by: by.into(),
+            })
+        };
+        self.notify(
+            vec![
+                (actor.user, ended_event("me")),
+                (partner, ended_event("partner")),
+            ],
+            None,
+        )
+        .await?;
+        self.session_view(&ended, actor.user, false).await
+    }
+
+    /// Rate an ended session, once; the rater is told.
+    pub async fn rate_session(
+        &self,
+        actor: &Actor,
+        session: SessionId,
+        rating: i64,
+    ) -> ChatResult<RatingView> {
+        let rating = Rating::parse(rating)?;
+        let s = self.my_session(actor.user, session).await?;
+        if s.status == SessionStatus::Active {
+            return Err(ChatError::Conflict("end the session before rating it"));
+        }
+        let (record, _) = self
+            .store
+            .rate_session(session, actor.user, rating, Utc::now())
+            .await?;
+        metrics::counter!("io_ratings_total", "rating" => rating.label()).increment(1);
+        self.notify(
+            vec![(
+                actor.user,
+                ServerEvent::SessionRated(SessionRatedData {
+                    session_id: session.0,
+                    rating: rating.get(),
+                }),
+            )],
+            None,
+        )
+        .await?;
+        Ok(RatingView {
+            session_id: session.0,
+            rating: record.rating.get(),
+            created_at: record.created_at,
+        })
+    }
+
+    /// Tell the partner of the user's active session that the user came
+    /// online (first socket) or went away (last socket closed).
+    pub async fn presence_changed(&self, me: UserId, online: bool) -> ChatResult<()> {
+        let Some(s) = self.store.current_session(me).await? else {
+            return Ok(());
+        };
+        if s.status != SessionStatus::Active {
+            return Ok(());
+        }
+        let Some(partner) = s.partner_of(me) else {
+            return Ok(());
+        };
+        let data = SessionRef { session_id: s.id.0 };
+        let event = if online {
+            ServerEvent::UserJoined(data)
+        } else {
+            ServerEvent::UserLeft(data)
+        };
+        self.notify(vec![(partner, event)], None).await
+    }
+
+    /// Tell both users of a freshly committed session (the matcher's last
+    /// step).
+    pub async fn announce_match(&self, s: &Session) -> ChatResult<()> {
+        self.remember(s);
+        let mut deliveries = Vec::with_capacity(2);
+        for me in [s.user1, s.user2] {
+            let session = self.session_view(s, me, false).await?;
+            let user = session.partner.clone();
+            deliveries.push((
+                me,
+                ServerEvent::MatchFound(MatchFoundData { session, user }),
+            ));
+        }
+        self.notify(deliveries, None).await
+    }
+}

@@ -1,0 +1,139 @@
+//! Delivery of events to users wherever they are connected. Events are
+//! batched: one presence lookup and one pipelined publish per batch, so the
+//! cost per event falls under load. The caller learns whether its events
+//! reached the bus (an error, not a silent loss, when Redis is down).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_protocol::{encode, ServerEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{ConnRef, Envelope};
+use crate::ports::{Bus, BusError, BusResult};
+use crate::types::{NodeId, UserId};
+
+/// One event for one user.
+pub type Delivery = (UserId, ServerEvent);
+
+struct Job {
+    deliveries: Vec<(UserId, String)>,
+    skip: Option<ConnRef>,
+    done: oneshot::Sender<BusResult<()>>,
+}
+
+/// Handle to the node's outbox task.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Outbox {
+    const MAX_BATCH: usize = 1000;
+
+    pub fn spawn(bus: Arc<dyn Bus>) -> Self {
+        let (tx, rx) = mpsc::channel(16 * Self::MAX_BATCH);
+        tokio::spawn(run(bus, rx));
+        Outbox { tx }
+    }
+
+    /// Publish events to their users' nodes; resolves once they are on the
+    /// bus. `skip` names the socket that caused them, which gets its answer
+    /// directly instead.
+    pub async fn send(&self, deliveries: Vec<Delivery>, skip: Option<ConnRef>) -> BusResult<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let deliveries = deliveries
+            .into_iter()
+            .map(|(user, event)| {
+                metrics::counter!("io_events_published_total", "event" => event.name())
+                    .increment(1);
+                (user, encode(&event, None))
+            })
+            .collect();
+        let (done, wait) = oneshot::channel();
+        let stopped = || BusError::Unavailable("outbox stopped".into());
+        self.tx
+            .send(Job {
+                deliveries,
+                skip,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::new();
+    while let Some(job) = rx.recv().await {
+        jobs.push(job);
+        while jobs.len() < Outbox::MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = deliver(bus.as_ref(), &jobs).await;
+        if let Err(e) = &result {
+            metrics::counter!("io_events_publish_failures_total").increment(jobs.len() as u64);
+            tracing::warn!(error = %e, jobs = jobs.len(), "publishing events failed");
+        }
+        for job in jobs.drain(..) {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+/// Resolve presence for every recipient in one round trip, then publish
+/// every envelope in one more; a short retry rides out a Redis blip.
+async fn deliver(bus: &dyn Bus, jobs: &[Job]) -> BusResult<()> {
+    let mut users: Vec<UserId> = jobs
+        .iter()
+        .flat_map(|j| j.deliveries.iter().map(|(u, _)| *u))
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut attempt = 0;
+    loop {
+        match try_deliver(bus, jobs, &users).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 3 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "retrying publish");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_deliver(bus: &dyn Bus, jobs: &[Job], users: &[UserId]) -> BusResult<()> {
+    let nodes = bus.nodes_of(users).await?;
+    let where_: HashMap<UserId, Vec<NodeId>> = users.iter().copied().zip(nodes).collect();
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    let mut batch = Vec::new();
+    for job in jobs {
+        for (user, frame) in &job.deliveries {
+            for node in where_.get(user).into_iter().flatten() {
+                batch.push((
+                    node.clone(),
+                    Envelope {
+                        to: *user,
+                        skip: job.skip.clone(),
+                        at_ms,
+                        hops: 0,
+                        frame: frame.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    bus.publish(&batch).await
+}

@@ -1,0 +1,84 @@
+//! Group commit for chat messages. Every node funnels its messages through
+//! one writer task that commits whatever has queued up as one transaction:
+//! at low load a batch is a single message (no added latency), under load
+//! batches grow while the previous commit is in flight, so the cost per
+//! message falls as the rate rises. A sender's ack waits for its commit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Message, NewMessage};
+use crate::ports::{Store, StoreError, StoreResult};
+
+type Reply = oneshot::Sender<StoreResult<Message>>;
+
+/// Handle to the node's message writer task.
+#[derive(Clone)]
+pub struct MessageWriter {
+    tx: mpsc::Sender<(NewMessage, Reply)>,
+}
+
+impl MessageWriter {
+    /// At most this many messages per transaction.
+    pub const MAX_BATCH: usize = 1000;
+
+    /// Start the writer task. It ends when every handle is dropped.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel(16 * Self::MAX_BATCH);
+        tokio::spawn(run(store, rx));
+        MessageWriter { tx }
+    }
+
+    /// Commit one message; resolves once it is durable (or refused).
+    pub async fn append(&self, message: NewMessage) -> StoreResult<Message> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send((message, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
+    let mut messages = Vec::with_capacity(MessageWriter::MAX_BATCH);
+    let mut replies = Vec::with_capacity(MessageWriter::MAX_BATCH);
+    while let Some((m, r)) = rx.recv().await {
+        messages.push(m);
+        replies.push(r);
+        while messages.len() < MessageWriter::MAX_BATCH {
+            match rx.try_recv() {
+                Ok((m, r)) => {
+                    messages.push(m);
+                    replies.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let outcome = store.append_messages(&messages).await;
+        metrics::histogram!("io_message_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("io_message_commit_batch_size").record(messages.len() as f64);
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in replies.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                metrics::counter!("io_message_commit_failures_total").increment(1);
+                tracing::warn!(error = %e, batch = messages.len(), "message batch failed to commit");
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        // A store that answered fewer results than messages leaves replies
+        // behind; dropping them tells those senders the write failed.
+        replies.clear();
+        messages.clear();
+    }
+}
