@@ -114,6 +114,26 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Session>;
 
+    /// Create many sessions under one fence, in order; one result per pair.
+    /// Adapters override this to commit a whole pairing round in one
+    /// transaction; the default creates them one by one.
+    async fn create_sessions(
+        &self,
+        fence: FencingToken,
+        pairs: &[(UserId, UserId)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<StoreResult<Session>>> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for &(a, b) in pairs {
+            match self.create_session(fence, a, b, now).await {
+                Err(StoreError::StaleLeader) => return Err(StoreError::StaleLeader),
+                Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every past partner of each of `users`, as (user, partner) pairs:
     /// the matcher's fast pre-check before the unique index decides.
     async fn past_partners(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>>;
