@@ -1,6 +1,11 @@
 //! The rules of chat (design 3.4): who may do what to which session, what is
 //! stored, and who is told. Both transports call these methods with an
 //! authenticated user; they hold no chat rules of their own.
+//!
+//! Every action tells each socket of each user concerned exactly once: the
+//! socket that acted (`Actor::conn`) is skipped on the bus because its
+//! transport answers it directly, with the frame's `ref`, from the value the
+//! method returns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -494,7 +499,7 @@ impl Chat {
         };
         self.notify(
             vec![(actor.user, response(true)), (partner_id, response(false))],
-            None,
+            actor.conn.clone(),
         )
         .await?;
         Ok(Self::reveal_request_view(
@@ -532,7 +537,7 @@ impl Chat {
                 (actor.user, ended_event("me")),
                 (partner, ended_event("partner")),
             ],
-            None,
+            actor.conn.clone(),
         )
         .await?;
         self.session_view(&ended, actor.user, false).await
@@ -563,7 +568,7 @@ impl Chat {
                     rating: rating.get(),
                 }),
             )],
-            None,
+            actor.conn.clone(),
         )
         .await?;
         Ok(RatingView {
