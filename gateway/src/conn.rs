@@ -1,0 +1,473 @@
+//! One socket: the join handshake, then a reader (this task) that handles
+//! frames in order and a writer task that drains the bounded send queue.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError};
+use governor::{Quota, RateLimiter};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use io_domain::model::ConnRef;
+use io_domain::types::{SessionId, UserId};
+use io_domain::{Actor, ChatError};
+use io_protocol::*;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use crate::registry::{Control, Handle, Out};
+use crate::Inner;
+
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_SHUTTING_DOWN: u16 = 1012;
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+pub const CLOSE_NOT_AUTHENTICATED: u16 = 4401;
+pub const CLOSE_JOIN_TIMEOUT: u16 = 4408;
+pub const CLOSE_TOO_LARGE: u16 = 4413;
+pub const CLOSE_RATE_LIMITED: u16 = 4429;
+/// Never sent: marks a socket whose peer vanished mid-write.
+const CLOSE_ABNORMAL: u16 = 1006;
+
+type Io = TokioIo<Upgraded>;
+type Reader = fastwebsockets::WebSocketRead<ReadHalf<Io>>;
+type Writer = WriteHalf<Io>;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+/// Serve one upgraded socket until it closes.
+pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
+    let (r, mut w) = tokio::io::split(ws.into_inner());
+    // The write half of fastwebsockets is not used: frames are encoded here
+    // so several queued frames go out in one write.
+    let (mut read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    read.set_auto_close(false);
+    read.set_auto_pong(false);
+    read.set_max_message_size(inner.config.max_message_bytes);
+
+    let user = match join(&inner, &mut read).await {
+        Ok(user) => user,
+        Err(code) => {
+            let reason = close_reason_label(code, true);
+            metrics::counter!("io_gateway_disconnects_total", "reason" => reason).increment(1);
+            let _ = write_close(&mut w, code).await;
+            return;
+        }
+    };
+    metrics::counter!("io_gateway_connects_total").increment(1);
+
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(inner.config.send_queue);
+    let control = Arc::new(Control::new(inner.stop.child_token(), now_ms()));
+    let handle = Handle {
+        id,
+        user,
+        tx,
+        control: control.clone(),
+    };
+
+    // `connected` is the first frame the client sees.
+    match connected_frame(&inner, user).await {
+        Ok(frame) => handle.push(Out::Text {
+            payload: frame,
+            at_ms: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build `connected`");
+            metrics::counter!("io_gateway_disconnects_total", "reason" => "error").increment(1);
+            let _ = write_close(&mut w, 1011).await;
+            return;
+        }
+    }
+    let first_here = inner.registry.add(handle.clone());
+    if first_here {
+        crate::node::user_arrived(&inner, user).await;
+    }
+
+    let writer = tokio::spawn(write_loop(w, rx, control.clone()));
+    let peer_code = read_loop(&inner, &mut read, &handle).await;
+    control.close(peer_code.unwrap_or(CLOSE_NORMAL));
+    let server_code = control.close_code();
+    let reason = match peer_code {
+        Some(code) if server_code == code => close_reason_label(code, false),
+        _ => close_reason_label(server_code, true),
+    };
+    metrics::counter!("io_gateway_disconnects_total", "reason" => reason).increment(1);
+
+    if inner.registry.remove(user, id) {
+        crate::node::user_left(&inner, user).await;
+    }
+    drop(handle);
+    let _ = writer.await;
+}
+
+/// Wait for `join {token}`; any other outcome is a close code.
+async fn join(inner: &Inner, read: &mut Reader) -> Result<UserId, u16> {
+    let mut send = no_send;
+    let frame = tokio::time::timeout(inner.config.join_timeout, read.read_frame(&mut send))
+        .await
+        .map_err(|_| CLOSE_JOIN_TIMEOUT)?
+        .map_err(|e| match e {
+            WebSocketError::FrameTooLarge => CLOSE_TOO_LARGE,
+            _ => CLOSE_NOT_AUTHENTICATED,
+        })?;
+    if frame.opcode != OpCode::Text || !frame.fin {
+        return Err(CLOSE_NOT_AUTHENTICATED);
+    }
+    let text = std::str::from_utf8(&frame.payload).map_err(|_| CLOSE_NOT_AUTHENTICATED)?;
+    let Ok((ClientEvent::Join(JoinData { token }), _)) = decode(text) else {
+        return Err(CLOSE_NOT_AUTHENTICATED);
+    };
+    let user = inner
+        .tokens
+        .verify_access(&token)
+        .map_err(|_| CLOSE_NOT_AUTHENTICATED)?;
+    Ok(user)
+}
+
+async fn connected_frame(inner: &Inner, user: UserId) -> Result<Bytes, ChatError> {
+    let me = inner.chat.me(user).await?;
+    let session = inner.chat.current_session(user).await?;
+    let mut online = inner.online.load(Ordering::Relaxed);
+    if online == 0 {
+        online = inner.chat.bus().online_count().await.unwrap_or(0);
+    }
+    let event = ServerEvent::Connected(ConnectedData {
+        user: io_domain::Chat::user_view(&me),
+        node: inner.config.node.to_string(),
+        // Counting this socket even if presence has not caught up yet.
+        online_count: online.max(1),
+        session,
+    });
+    Ok(Bytes::from(encode(&event, None)))
+}
+
+async fn no_send(_: Frame<'_>) -> Result<(), std::convert::Infallible> {
+    Ok(())
+}
+
+/// Read and handle frames until the socket ends. Returns the peer's close
+/// code if the peer closed.
+async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16> {
+    let quota = Quota::per_second(
+        NonZeroU32::new(inner.config.events_per_second).unwrap_or(NonZeroU32::MIN),
+    )
+    .allow_burst(NonZeroU32::new(inner.config.event_burst).unwrap_or(NonZeroU32::MIN));
+    let bucket = RateLimiter::direct(quota);
+    let mut strikes = 0u32;
+    let mut fragments: Option<Vec<u8>> = None;
+    let actor = Actor {
+        user: me.user,
+        conn: Some(ConnRef {
+            node: inner.config.node.clone(),
+            conn: me.id,
+        }),
+    };
+    let mut send = no_send;
+    loop {
+        // Cancelling `read_frame` loses its partial state, which is fine:
+        // the socket is ending whenever `closed` fires.
+        let frame = tokio::select! {
+            _ = me.control.closed.cancelled() => return None,
+            f = read.read_frame(&mut send) => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(WebSocketError::FrameTooLarge) => {
+                me.control.close(CLOSE_TOO_LARGE);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        me.control.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+        metrics::counter!("io_gateway_frames_in_total").increment(1);
+        metrics::counter!("io_gateway_bytes_in_total").increment(frame.payload.len() as u64);
+        let text: Vec<u8> = match frame.opcode {
+            OpCode::Close => {
+                let code = if frame.payload.len() >= 2 {
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                } else {
+                    CLOSE_NORMAL
+                };
+                return Some(code);
+            }
+            OpCode::Ping => {
+                me.push(Out::Pong(Bytes::copy_from_slice(&frame.payload)));
+                continue;
+            }
+            OpCode::Pong => continue,
+            OpCode::Binary => {
+                send_error(
+                    me,
+                    None,
+                    "VALIDATION_ERROR",
+                    "binary frames are not supported",
+                );
+                continue;
+            }
+            OpCode::Text if frame.fin => frame.payload.to_vec(),
+            OpCode::Text => {
+                fragments = Some(frame.payload.to_vec());
+                continue;
+            }
+            OpCode::Continuation => {
+                let Some(buf) = fragments.as_mut() else {
+                    send_error(
+                        me,
+                        None,
+                        "VALIDATION_ERROR",
+                        "unexpected continuation frame",
+                    );
+                    continue;
+                };
+                buf.extend_from_slice(&frame.payload);
+                if buf.len() > inner.config.max_message_bytes {
+                    me.control.close(CLOSE_TOO_LARGE);
+                    return None;
+                }
+                if !frame.fin {
+                    continue;
+                }
+                fragments.take().unwrap_or_default()
+            }
+        };
+        let Ok(text) = String::from_utf8(text) else {
+            send_error(me, None, "VALIDATION_ERROR", "text frames must be UTF-8");
+            continue;
+        };
+        if bucket.check().is_err() {
+            strikes += 1;
+            metrics::counter!("io_rate_limited_total", "limit" => "socket").increment(1);
+            if strikes >= inner.config.abuse_strikes {
+                me.control.close(CLOSE_RATE_LIMITED);
+                return None;
+            }
+            let reference = decode(&text)
+                .err()
+                .and_then(|e| e.reference)
+                .or_else(|| decode(&text).ok().and_then(|(_, r)| r));
+            send_error(me, reference.as_deref(), "RATE_LIMITED", "slow down");
+            continue;
+        }
+        handle_text(inner, me, &actor, &text).await;
+    }
+}
+
+/// Parse and act on one text frame; answer the socket directly.
+async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
+    let (event, reference) = match decode(text) {
+        Ok(ok) => ok,
+        Err(e) => {
+            metrics::counter!("io_gateway_events_total", "event" => "invalid").increment(1);
+            send_error(me, e.reference.as_deref(), "VALIDATION_ERROR", &e.message);
+            return;
+        }
+    };
+    let name = event.name();
+    metrics::counter!("io_gateway_events_total", "event" => name).increment(1);
+    let started = Instant::now();
+    let chat = &inner.chat;
+    let sid = |id: uuid::Uuid| SessionId(id);
+    let answer: Result<Option<ServerEvent>, ChatError> = match event {
+        ClientEvent::Join(_) => Err(ChatError::Conflict("already joined")),
+        ClientEvent::FindMatch(_) => chat
+            .find_match(actor)
+            .await
+            .map(|()| Some(ServerEvent::Searching(Empty {}))),
+        ClientEvent::CancelSearch(_) => chat
+            .cancel_search(actor)
+            .await
+            .map(|()| Some(ServerEvent::SearchCancelled(Empty {}))),
+        ClientEvent::SendMessage(m) => chat
+            .send_message(actor, sid(m.session_id), &m.content, &m.client_msg_id)
+            .await
+            .map(|message| Some(ServerEvent::MessageReceived(MessageData { message }))),
+        ClientEvent::TypingStart(s) => chat
+            .typing(actor, sid(s.session_id), true)
+            .await
+            .map(|()| None),
+        ClientEvent::TypingStop(s) => chat
+            .typing(actor, sid(s.session_id), false)
+            .await
+            .map(|()| None),
+        ClientEvent::RevealRequest(s) => chat
+            .reveal_request(actor, sid(s.session_id))
+            .await
+            .map(|_| None),
+        ClientEvent::RevealRespond(r) => chat
+            .reveal_respond(actor, sid(r.session_id), r.accept)
+            .await
+            .map(|v| {
+                Some(ServerEvent::RevealResponse(RevealResponseData {
+                    session_id: r.session_id,
+                    status: v.status,
+                    identities: v.identities,
+                }))
+            }),
+        ClientEvent::EndSession(s) => chat.end_session(actor, sid(s.session_id)).await.map(|_| {
+            Some(ServerEvent::SessionEnded(SessionEndedData {
+                session_id: s.session_id,
+                ended_by: "me".into(),
+            }))
+        }),
+        ClientEvent::RateSession(r) => chat
+            .rate_session(actor, sid(r.session_id), r.rating)
+            .await
+            .map(|v| {
+                Some(ServerEvent::SessionRated(SessionRatedData {
+                    session_id: r.session_id,
+                    rating: v.rating,
+                }))
+            }),
+    };
+    metrics::histogram!("io_gateway_event_duration_seconds", "event" => name)
+        .record(started.elapsed().as_secs_f64());
+    match answer {
+        Ok(Some(event)) => me.push(Out::Text {
+            payload: Bytes::from(encode(&event, reference.as_deref())),
+            at_ms: None,
+        }),
+        Ok(None) => {}
+        Err(e) => {
+            if matches!(e, ChatError::Unavailable(_)) {
+                tracing::warn!(error = %e, event = name, "event failed");
+            }
+            send_error(me, reference.as_deref(), e.code(), &e.public_message());
+        }
+    }
+}
+
+fn send_error(me: &Handle, reference: Option<&str>, code: &str, message: &str) {
+    let event = ServerEvent::Error(ErrorBody {
+        code: code.into(),
+        message: message.into(),
+        field: None,
+    });
+    me.push(Out::Text {
+        payload: Bytes::from(encode(&event, reference)),
+        at_ms: None,
+    });
+}
+
+/// Drain the send queue to the socket, several frames per write, until the
+/// socket is closed; then send the close frame.
+async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Out>, control: Arc<Control>) {
+    let mut buf = Vec::new();
+    let mut published: Vec<i64> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = control.closed.cancelled() => break,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        buf.clear();
+        published.clear();
+        let mut frames = 1u64;
+        encode_out(&first, &mut buf, &mut published);
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    frames += 1;
+                    encode_out(&next, &mut buf, &mut published);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
+        let written = tokio::select! {
+            _ = control.closed.cancelled() => break,
+            r = w.write_all(&buf) => r,
+        };
+        if written.is_err() {
+            control.close(CLOSE_ABNORMAL);
+            return;
+        }
+        metrics::counter!("io_gateway_frames_out_total").increment(frames);
+        metrics::counter!("io_gateway_bytes_out_total").increment(buf.len() as u64);
+        if !published.is_empty() {
+            let now = chrono::Utc::now().timestamp_millis();
+            for at in &published {
+                metrics::histogram!("io_gateway_delivery_seconds")
+                    .record((now - at).max(0) as f64 / 1000.0);
+            }
+        }
+        // A large burst may have grown the buffer; do not keep it while idle.
+        if buf.capacity() > 16 * 1024 {
+            buf = Vec::new();
+        }
+    }
+    let code = control.close_code();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        write_close(&mut w, if code == 0 { CLOSE_NORMAL } else { code }),
+    )
+    .await;
+}
+
+fn encode_out(out: &Out, buf: &mut Vec<u8>, published: &mut Vec<i64>) {
+    let mut head = [0u8; 10];
+    let (opcode, payload): (OpCode, &[u8]) = match out {
+        Out::Text { payload, at_ms } => {
+            if let Some(at) = at_ms {
+                published.push(*at);
+            }
+            (OpCode::Text, payload)
+        }
+        Out::Ping => (OpCode::Ping, &[]),
+        Out::Pong(p) => (OpCode::Pong, p),
+    };
+    let mut frame = Frame::new(true, opcode, None, Payload::Borrowed(payload));
+    let n = frame.fmt_head(&mut head);
+    buf.extend_from_slice(&head[..n]);
+    buf.extend_from_slice(payload);
+}
+
+async fn write_close(w: &mut Writer, code: u16) -> std::io::Result<()> {
+    let reason: &[u8] = match code {
+        CLOSE_NOT_AUTHENTICATED => b"not authenticated",
+        CLOSE_JOIN_TIMEOUT => b"join timeout",
+        CLOSE_TOO_LARGE => b"message too large",
+        CLOSE_RATE_LIMITED => b"rate limited",
+        CLOSE_TOO_SLOW => b"too slow to read",
+        CLOSE_SHUTTING_DOWN => b"node shutting down",
+        CLOSE_GOING_AWAY => b"going away",
+        _ => b"",
+    };
+    let mut frame = Frame::close(code, reason);
+    let mut buf = Vec::with_capacity(16 + reason.len());
+    let mut head = [0u8; 10];
+    let n = frame.fmt_head(&mut head);
+    buf.extend_from_slice(&head[..n]);
+    buf.extend_from_slice(&frame.payload);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    w.shutdown().await
+}
+
+/// The `reason` label of `io_gateway_disconnects_total`.
+fn close_reason_label(code: u16, by_server: bool) -> &'static str {
+    match code {
+        CLOSE_NORMAL if !by_server => "normal",
+        CLOSE_NORMAL => "normal",
+        CLOSE_GOING_AWAY if by_server => "ping_timeout",
+        CLOSE_GOING_AWAY => "going_away",
+        CLOSE_SHUTTING_DOWN => "shutdown",
+        CLOSE_TOO_SLOW => "slow_consumer",
+        CLOSE_NOT_AUTHENTICATED => "auth_failed",
+        CLOSE_JOIN_TIMEOUT => "join_timeout",
+        CLOSE_TOO_LARGE => "too_large",
+        CLOSE_RATE_LIMITED => "rate_limited",
+        _ => "error",
+    }
+}

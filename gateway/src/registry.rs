@@ -1,0 +1,191 @@
+//! The sockets of this node, by user. The registry is the only shared state
+//! of a node; it is sharded so fan-out to many users does not contend on
+//! one lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use io_domain::types::UserId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a socket's writer task sends.
+#[derive(Debug)]
+pub enum Out {
+    /// An encoded event frame; `at_ms` is when it was published, for the
+    /// delivery latency histogram (`None` for direct answers).
+    Text {
+        payload: Bytes,
+        at_ms: Option<i64>,
+    },
+    Ping,
+    Pong(Bytes),
+}
+
+/// Out-of-band control of a socket, usable even when its queue is full.
+#[derive(Debug)]
+pub struct Control {
+    /// The close code the server chose, 0 while open.
+    pub close_code: AtomicU16,
+    /// Cancelled when the socket must end; wakes both of its tasks.
+    pub closed: CancellationToken,
+    /// Milliseconds (on the node's clock) of the last frame from the peer.
+    pub last_seen_ms: AtomicU64,
+}
+
+impl Control {
+    pub fn new(closed: CancellationToken, now_ms: u64) -> Self {
+        Control {
+            close_code: AtomicU16::new(0),
+            closed,
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// Ask the writer to close with `code` (the first request wins).
+    pub fn close(&self, code: u16) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.closed.cancel();
+        }
+    }
+
+    pub fn close_code(&self) -> u16 {
+        self.close_code.load(Ordering::Acquire)
+    }
+}
+
+/// A handle to one socket.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub id: u64,
+    pub user: UserId,
+    pub tx: mpsc::Sender<Out>,
+    pub control: Arc<Control>,
+}
+
+impl Handle {
+    /// Queue a frame; a full queue marks the socket a slow consumer and
+    /// closes it with 4008 rather than growing memory or blocking others.
+    pub fn push(&self, out: Out) {
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.control.close_code() == 0 {
+                    metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
+                }
+                self.control.close(crate::conn::CLOSE_TOO_SLOW);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+const SHARDS: usize = 64;
+
+#[derive(Default)]
+struct Shard {
+    users: HashMap<UserId, Vec<Handle>>,
+}
+
+pub struct Registry {
+    shards: Vec<Mutex<Shard>>,
+    count: AtomicUsize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, user: UserId) -> std::sync::MutexGuard<'_, Shard> {
+        let i = (user.0.as_u128() as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add a socket; `true` if it is the user's first on this node.
+    pub fn add(&self, handle: Handle) -> bool {
+        let mut shard = self.shard(handle.user);
+        let list = shard.users.entry(handle.user).or_default();
+        list.push(handle);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("io_gateway_connections").increment(1.0);
+        list.len() == 1
+    }
+
+    /// Remove a socket; `true` if it was the user's last on this node.
+    pub fn remove(&self, user: UserId, id: u64) -> bool {
+        let mut shard = self.shard(user);
+        let Some(list) = shard.users.get_mut(&user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|h| h.id != id);
+        if list.len() < before {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("io_gateway_connections").decrement(1.0);
+        }
+        if list.is_empty() {
+            shard.users.remove(&user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The user's sockets on this node.
+    pub fn sockets(&self, user: UserId) -> Vec<Handle> {
+        self.shard(user)
+            .users
+            .get(&user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn has(&self, user: UserId) -> bool {
+        self.shard(user).users.contains_key(&user)
+    }
+
+    /// Every user with a socket here.
+    pub fn users(&self) -> Vec<UserId> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in &self.shards {
+            out.extend(
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .users
+                    .keys()
+                    .copied(),
+            );
+        }
+        out
+    }
+
+    /// Every socket here.
+    pub fn all(&self) -> Vec<Handle> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in &self.shards {
+            let shard = s.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(shard.users.values().flatten().cloned());
+        }
+        out
+    }
+}
