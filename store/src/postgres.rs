@@ -1,0 +1,814 @@
+//! [`PgStore`]: the store on Postgres, the cluster's system of record,
+//! shared by every node.
+//!
+//! Every multi-statement operation runs in one READ COMMITTED transaction
+//! that first locks the row its decision depends on (the session row, the
+//! fence row, the refresh token row); statements after the lock see every
+//! commit that happened before it was granted, which is what makes the
+//! checks-then-write sequences safe across nodes. Batch writes bind whole
+//! columns as arrays (`UNNEST`), so their statement count does not grow
+//! with the batch.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use io_domain::model::*;
+use io_domain::ports::{Store, StoreError, StoreResult};
+use io_domain::types::*;
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::{corrupt, db, is_kind, violates};
+use crate::plan::RefreshVerdict;
+use crate::plan::{self, LockedSession, RoundState};
+use crate::records::{self, stored, Cols};
+use crate::records::{MESSAGE_COLS, RATING_COLS, SESSION_COLS, USER_COLS};
+use crate::sql;
+use crate::StoreOptions;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The [`Store`] on a Postgres connection pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connect (`sslmode=require` and friends work, over rustls) and apply
+    /// pending migrations; several nodes may do so at once, the migrator
+    /// takes an advisory lock.
+    pub async fn connect(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let connect = PgConnectOptions::from_str(url).map_err(db)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("applying migrations failed: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    /// Close every connection, waiting for checked-out ones to return.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Cols for PgRow {
+    fn uuid(&self, col: &str) -> StoreResult<Uuid> {
+        self.try_get(col).map_err(db)
+    }
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
+        self.try_get(col).map_err(db)
+    }
+    fn text(&self, col: &str) -> StoreResult<String> {
+        self.try_get(col).map_err(db)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        self.try_get(col).map_err(db)
+    }
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        // bigint columns, and smallint ones (ratings) widened.
+        match self.try_get::<i64, _>(col) {
+            Ok(v) => Ok(v),
+            Err(_) => self.try_get::<i16, _>(col).map(i64::from).map_err(db),
+        }
+    }
+    fn flag(&self, col: &str) -> StoreResult<bool> {
+        self.try_get(col).map_err(db)
+    }
+    fn time(&self, col: &str) -> StoreResult<Timestamp> {
+        self.try_get::<DateTime<Utc>, _>(col).map_err(db)
+    }
+    fn opt_time(&self, col: &str) -> StoreResult<Option<Timestamp>> {
+        self.try_get::<Option<DateTime<Utc>>, _>(col).map_err(db)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn put_magic_link(
+        &self,
+        token_hash: &[u8],
+        email: &Email,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let now = stored(Utc::now());
+        // Unspent links would otherwise stay forever; sweeping on the
+        // (rate-limited) write path keeps the table at live links only.
+        sqlx::query(
+            "WITH swept AS (DELETE FROM magic_links WHERE expires_at <= $4) \
+             INSERT INTO magic_links (token_hash, email, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(email.as_str())
+        .bind(stored(expires_at))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_kind(&e, ErrorKind::UniqueViolation) {
+                StoreError::Conflict("magic link already stored")
+            } else {
+                db(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn take_magic_link(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<Option<Email>> {
+        let row = sqlx::query(
+            "DELETE FROM magic_links WHERE token_hash = $1 RETURNING email, expires_at",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        if row.time("expires_at")? <= now {
+            return Ok(None);
+        }
+        let email = Email::parse(&row.text("email")?).map_err(|_| corrupt("magic link email"))?;
+        Ok(Some(email))
+    }
+
+    async fn upsert_user(&self, email: &Email, alias: &Alias, now: Timestamp) -> StoreResult<User> {
+        let row = sqlx::query(&sql::upsert_user())
+            .bind(UserId::new().0)
+            .bind(email.as_str())
+            .bind(alias.as_str())
+            .bind(stored(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        records::user(&row)
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(records::user).transpose()
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        update: &ProfileUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>> {
+        let b = records::ProfileBinds::of(update);
+        let row = sqlx::query(&sql::update_profile())
+            .bind(id.0)
+            .bind(b.alias)
+            .bind(b.gender)
+            .bind(b.seeking)
+            .bind(b.set_real_name)
+            .bind(b.real_name)
+            .bind(b.set_details)
+            .bind(b.details)
+            .bind(b.reveal_email)
+            .bind(stored(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(records::user).transpose()
+    }
+
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &[u8],
+        family: TokenFamilyId,
+        user: UserId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_REFRESH)
+            .bind(token_hash)
+            .bind(family.0)
+            .bind(user.0)
+            .bind(stored(expires_at))
+            .bind(stored(now))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_kind(&e, ErrorKind::ForeignKeyViolation) {
+                    StoreError::NotFound
+                } else if is_kind(&e, ErrorKind::UniqueViolation) {
+                    StoreError::Conflict("refresh token already stored")
+                } else {
+                    db(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &[u8],
+        new_hash: &[u8],
+        new_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<RefreshOutcome> {
+        let now = stored(now);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock makes two concurrent presentations of one token
+        // take turns: the second sees it spent.
+        let row = sqlx::query(
+            "SELECT family_id, user_id, expires_at, used_at, revoked_at \
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let token = records::refresh(&row)?;
+        let outcome = match plan::judge_refresh(&token, now) {
+            RefreshVerdict::Invalid => return Ok(RefreshOutcome::Invalid),
+            RefreshVerdict::RevokeFamily => {
+                sqlx::query(sql::REVOKE_FAMILY)
+                    .bind(token.family)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                RefreshOutcome::Reused {
+                    user_id: token.user,
+                }
+            }
+            RefreshVerdict::Rotate => {
+                sqlx::query(sql::SPEND_REFRESH)
+                    .bind(old_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query(sql::INSERT_REFRESH)
+                    .bind(new_hash)
+                    .bind(token.family)
+                    .bind(token.user.0)
+                    .bind(stored(new_expires_at))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                RefreshOutcome::Rotated {
+                    user_id: token.user,
+                }
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn revoke_refresh_family(&self, token_hash: &[u8], user: UserId) -> StoreResult<()> {
+        sqlx::query(sql::REVOKE_FAMILY_OF_TOKEN)
+            .bind(token_hash)
+            .bind(user.0)
+            .bind(stored(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user: UserId) -> StoreResult<()> {
+        sqlx::query(sql::REVOKE_USER)
+            .bind(user.0)
+            .bind(stored(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_session(
+        &self,
+        fence: FencingToken,
+        a: UserId,
+        b: UserId,
+        now: Timestamp,
+    ) -> StoreResult<Session> {
+        self.create_sessions(fence, &[(a, b)], now)
+            .await?
+            .pop()
+            .unwrap_or(Err(StoreError::NotFound))
+    }
+
+    async fn create_sessions(
+        &self,
+        fence: FencingToken,
+        pairs: &[(UserId, UserId)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<StoreResult<Session>>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let fenced = sqlx::query(sql::FENCE)
+            .bind(fence.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if fenced.rows_affected() == 0 {
+            return Err(StoreError::StaleLeader);
+        }
+        let users: Vec<Uuid> = pairs
+            .iter()
+            .flat_map(|&(a, b)| [a.0, b.0])
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut state = RoundState::default();
+        for row in sqlx::query("SELECT id FROM users WHERE id = ANY($1)")
+            .bind(&users)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+        {
+            state.known.insert(UserId(row.uuid("id")?));
+        }
+        for row in sqlx::query(
+            "SELECT user1_id, user2_id FROM chat_sessions \
+             WHERE status = 'active' AND (user1_id = ANY($1) OR user2_id = ANY($1))",
+        )
+        .bind(&users)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        {
+            state.busy.insert(UserId(row.uuid("user1_id")?));
+            state.busy.insert(UserId(row.uuid("user2_id")?));
+        }
+        let (lo, hi): (Vec<Uuid>, Vec<Uuid>) = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (lo, hi) = plan::pair_key(a, b);
+                (lo.0, hi.0)
+            })
+            .unzip();
+        for row in sqlx::query(
+            "SELECT p.lo, p.hi FROM UNNEST($1::uuid[], $2::uuid[]) AS p (lo, hi) \
+             JOIN chat_sessions s \
+               ON LEAST(s.user1_id, s.user2_id) = p.lo AND GREATEST(s.user1_id, s.user2_id) = p.hi",
+        )
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        {
+            state
+                .met
+                .insert((UserId(row.uuid("lo")?), UserId(row.uuid("hi")?)));
+        }
+
+        let (mut results, new) = plan::plan_sessions(pairs, state, now);
+        if !new.is_empty() {
+            let ids: Vec<Uuid> = new.iter().map(|s| s.id.0).collect();
+            let u1: Vec<Uuid> = new.iter().map(|s| s.user1.0).collect();
+            let u2: Vec<Uuid> = new.iter().map(|s| s.user2.0).collect();
+            // Every creator holds the fence lock, so the checks above are
+            // final; the unique indexes stay the last word regardless.
+            let inserted: HashSet<Uuid> = sqlx::query(
+                "INSERT INTO chat_sessions (id, user1_id, user2_id, status, started_at, last_seq) \
+                 SELECT id, u1, u2, 'active', $4, 0 \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t (id, u1, u2) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&ids)
+            .bind(&u1)
+            .bind(&u2)
+            .bind(new[0].started_at)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.uuid("id"))
+            .collect::<StoreResult<_>>()?;
+            for r in results.iter_mut() {
+                if matches!(r, Ok(s) if !inserted.contains(&s.id.0)) {
+                    *r = Err(StoreError::AlreadyMet);
+                }
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(results)
+    }
+
+    async fn past_partners(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = users
+            .iter()
+            .map(|u| u.0)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let rows = sqlx::query(
+            "SELECT user1_id AS u, user2_id AS p FROM chat_sessions WHERE user1_id = ANY($1) \
+             UNION ALL \
+             SELECT user2_id, user1_id FROM chat_sessions WHERE user2_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((UserId(r.uuid("u")?), UserId(r.uuid("p")?))))
+            .collect()
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM chat_sessions WHERE id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(records::session).transpose()
+    }
+
+    async fn current_session(&self, user: UserId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&sql::current_session())
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => Ok(plan::current_of(
+                records::session(&r)?,
+                r.flag("rated_by_me")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn end_session(&self, id: SessionId, by: UserId, now: Timestamp) -> StoreResult<Session> {
+        let row = sqlx::query(&sql::end_session())
+            .bind(id.0)
+            .bind(by.0)
+            .bind(stored(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => records::session(&r),
+            None => match self.session(id).await? {
+                Some(s) if s.has(by) => Err(StoreError::Conflict("session already ended")),
+                _ => Err(StoreError::NotFound),
+            },
+        }
+    }
+
+    async fn append_messages(
+        &self,
+        batch: &[NewMessage],
+    ) -> StoreResult<Vec<StoreResult<Message>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<Uuid> = batch.iter().map(|m| m.session_id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+
+        // 1. Lock the sessions in id order (no deadlock between batches);
+        //    a lock granted after another node's commit returns that
+        //    commit's last_seq.
+        let mut sessions = HashMap::with_capacity(ids.len());
+        for r in sqlx::query(
+            "SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        {
+            sessions.insert(
+                SessionId(r.uuid("id")?),
+                LockedSession {
+                    status: SessionStatus::parse(&r.text("status")?)
+                        .ok_or_else(|| corrupt("session status"))?,
+                    user1: UserId(r.uuid("user1_id")?),
+                    user2: UserId(r.uuid("user2_id")?),
+                    last_seq: r.int("last_seq")?,
+                },
+            );
+        }
+
+        // 2. Messages already committed under the same keys (a client's
+        //    retry, possibly through another node).
+        let (key_sessions, key_ids): (Vec<Uuid>, Vec<&str>) = batch
+            .iter()
+            .filter(|m| sessions.contains_key(&m.session_id))
+            .map(|m| (m.session_id.0, m.client_msg_id.as_str()))
+            .unzip();
+        let mut existing = plan::Existing::new();
+        if !key_sessions.is_empty() {
+            for r in sqlx::query(&format!(
+                "SELECT {cols} FROM UNNEST($1::uuid[], $2::text[]) AS k (session_id, client_msg_id) \
+                 JOIN messages m USING (session_id, client_msg_id)",
+                cols = "m.id, session_id, m.sender_id, m.seq, m.content, client_msg_id, m.created_at"
+            ))
+            .bind(&key_sessions)
+            .bind(&key_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            {
+                let m = records::message(&r)?;
+                existing
+                    .entry(m.session_id)
+                    .or_default()
+                    .insert(m.client_msg_id.clone(), m);
+            }
+        }
+
+        // 3. Decide, then write everything with two statements.
+        let plan = plan::plan_append(batch, &sessions, &existing);
+        if !plan.new.is_empty() {
+            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
+                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
+            sqlx::query(
+                "UPDATE chat_sessions AS s SET last_seq = u.last_seq \
+                 FROM UNNEST($1::uuid[], $2::int8[]) AS u (id, last_seq) WHERE s.id = u.id",
+            )
+            .bind(&sids)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+
+            let n = plan.new.len();
+            let mut id = Vec::with_capacity(n);
+            let mut session = Vec::with_capacity(n);
+            let mut sender = Vec::with_capacity(n);
+            let mut seq = Vec::with_capacity(n);
+            let mut content = Vec::with_capacity(n);
+            let mut client = Vec::with_capacity(n);
+            let mut created = Vec::with_capacity(n);
+            for m in &plan.new {
+                id.push(m.id.0);
+                session.push(m.session_id.0);
+                sender.push(m.sender_id.0);
+                seq.push(m.seq);
+                content.push(m.content.as_str());
+                client.push(m.client_msg_id.as_str());
+                created.push(m.created_at);
+            }
+            sqlx::query(
+                "INSERT INTO messages \
+                   (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
+                                      $5::text[], $6::text[], $7::timestamptz[])",
+            )
+            .bind(&id)
+            .bind(&session)
+            .bind(&sender)
+            .bind(&seq)
+            .bind(&content)
+            .bind(&client)
+            .bind(&created)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(plan.results)
+    }
+
+    async fn messages_after(
+        &self,
+        session: SessionId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages \
+             WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(session.0)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(records::message).collect()
+    }
+
+    async fn latest_messages(&self, session: SessionId, limit: u32) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages \
+             WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
+        ))
+        .bind(session.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = rows
+            .iter()
+            .map(records::message)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn message_count(&self, session: SessionId) -> StoreResult<i64> {
+        // seq has no gaps, so the session's last_seq is the count.
+        let row = sqlx::query("SELECT last_seq FROM chat_sessions WHERE id = $1")
+            .bind(session.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.ok_or(StoreError::NotFound)?.int("last_seq")
+    }
+
+    async fn create_reveal_request(
+        &self,
+        session: SessionId,
+        requester: UserId,
+        now: Timestamp,
+    ) -> StoreResult<RevealRequest> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row =
+            sqlx::query("SELECT user1_id, user2_id FROM chat_sessions WHERE id = $1 FOR UPDATE")
+                .bind(session.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let participant = match &row {
+            Some(r) => r.uuid("user1_id")? == requester.0 || r.uuid("user2_id")? == requester.0,
+            None => false,
+        };
+        if !participant {
+            return Err(StoreError::NotFound);
+        }
+        let open = sqlx::query(sql::OPEN_REVEAL)
+            .bind(session.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if let Some(r) = open {
+            return Err(plan::reveal_conflict(&r.text("status")?));
+        }
+        let request = RevealRequest {
+            id: RevealId::new(),
+            session_id: session,
+            requester_id: requester,
+            status: RevealStatus::Pending,
+            created_at: stored(now),
+        };
+        sqlx::query(sql::INSERT_REVEAL)
+            .bind(request.id.0)
+            .bind(session.0)
+            .bind(requester.0)
+            .bind(request.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if violates(
+                    &e,
+                    ErrorKind::UniqueViolation,
+                    "reveal_requests_one_pending",
+                ) {
+                    plan::reveal_conflict("pending")
+                } else {
+                    db(e)
+                }
+            })?;
+        tx.commit().await.map_err(db)?;
+        Ok(request)
+    }
+
+    async fn respond_reveal(
+        &self,
+        session: SessionId,
+        responder: UserId,
+        accept: bool,
+        now: Timestamp,
+    ) -> StoreResult<RevealRequest> {
+        let row = sqlx::query(&sql::respond_reveal())
+            .bind(session.0)
+            .bind(responder.0)
+            .bind(plan::reveal_answer(accept))
+            .bind(stored(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        records::reveal(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn latest_reveal(&self, session: SessionId) -> StoreResult<Option<RevealRequest>> {
+        let row = sqlx::query(&sql::latest_reveal())
+            .bind(session.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(records::reveal).transpose()
+    }
+
+    async fn rate_session(
+        &self,
+        session: SessionId,
+        rater: UserId,
+        rating: Rating,
+        now: Timestamp,
+    ) -> StoreResult<(RatingRecord, Session)> {
+        let now = stored(now);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Locked so the two participants' ratings take turns and the
+        // second one sees the first when deciding on `rated`.
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM chat_sessions WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(session.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut s = match row {
+            Some(r) => records::session(&r)?,
+            None => return Err(StoreError::NotFound),
+        };
+        plan::check_rateable(&s, rater)?;
+        let inserted = sqlx::query(sql::INSERT_RATING)
+            .bind(Uuid::now_v7())
+            .bind(session.0)
+            .bind(rater.0)
+            .bind(i16::from(rating.get()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict("already rated"));
+        }
+        let raters: i64 = sqlx::query(sql::COUNT_RATINGS)
+            .bind(session.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+        if raters >= 2 {
+            sqlx::query(sql::MARK_RATED)
+                .bind(session.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            s.status = SessionStatus::Rated;
+        }
+        tx.commit().await.map_err(db)?;
+        let record = RatingRecord {
+            session_id: session,
+            rater_id: rater,
+            rating,
+            created_at: now,
+        };
+        Ok((record, s))
+    }
+
+    async fn rating_of(
+        &self,
+        session: SessionId,
+        rater: UserId,
+    ) -> StoreResult<Option<RatingRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RATING_COLS} FROM ratings WHERE session_id = $1 AND rater_id = $2"
+        ))
+        .bind(session.0)
+        .bind(rater.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(records::rating).transpose()
+    }
+}
