@@ -76,7 +76,8 @@
 //! behind them on a shared connection, so each runs on a dedicated connection
 //! taken from a small idle pool and returned after success; after an error the
 //! connection is dropped (a fresh one is opened next time) and the error goes
-//! to the caller, who retries. Every Redis failure is
+//! to the caller, who retries. Dedicated connections are named
+//! `io-bus:<prefix>:reader` in `CLIENT LIST`. Every Redis failure is
 //! [`BusError::Unavailable`].
 //!
 //! The client speaks to one Redis endpoint (`redis://` or `rediss://`); the

@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use io_domain::model::{Envelope, QueueChange, QueueEntry};
 use io_domain::ports::{Bus, BusError, BusResult, InboxCursor, QueueCursor};
+#[cfg(test)]
+use io_domain::types::Seeking;
 use io_domain::types::{FencingToken, Gender, NodeId, UserId};
 use io_protocol::WaitingCounts;
 use tokio::sync::Notify;
@@ -383,5 +385,43 @@ impl Bus for MemoryBus {
             lease.holder = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory log is bounded like the Redis one, and a follower that fell
+    /// behind its start is told to re-snapshot rather than skip changes.
+    #[tokio::test]
+    async fn follower_behind_the_bounded_log_is_told() {
+        let bus = MemoryBus::new();
+        let (_, mut stale) = bus.queue_snapshot().await.expect("snapshot");
+        let user = UserId::new();
+        let entry = QueueEntry {
+            user,
+            gender: Gender::Girl,
+            seeking: Seeking::Any,
+            joined_at_ms: 1,
+        };
+        // Join and leave alternately until the log has wrapped.
+        for _ in 0..=QUEUE_LOG_CAP / 2 {
+            assert!(bus.queue_join(&entry).await.expect("join"));
+            assert_eq!(bus.queue_leave(&[user]).await.expect("leave"), 1);
+        }
+        assert_eq!(lock(&bus.queue).log.len(), QUEUE_LOG_CAP);
+        let got = bus.queue_changes(&mut stale, 10, Duration::ZERO).await;
+        assert!(matches!(got, Err(BusError::Unavailable(_))), "{got:?}");
+
+        let (entries, mut fresh) = bus.queue_snapshot().await.expect("snapshot");
+        assert!(entries.is_empty());
+        assert!(bus.queue_join(&entry).await.expect("join"));
+        assert_eq!(
+            bus.queue_changes(&mut fresh, 10, Duration::ZERO)
+                .await
+                .expect("changes"),
+            vec![QueueChange::Joined(entry)]
+        );
     }
 }

@@ -64,6 +64,9 @@ pub struct RedisBus {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     keys: Keys,
     scripts: Scripts,
+    /// `CLIENT SETNAME` of the dedicated connections, so an operator reading
+    /// `CLIENT LIST` sees which deployment's blocked readers these are.
+    reader_name: String,
     /// When `online_count` next sweeps expired members (ms since the epoch).
     next_online_sweep_ms: AtomicI64,
 }
@@ -94,27 +97,58 @@ impl RedisBus {
     /// Connect to Redis at `url` (`redis://` or `rediss://`) and keep every
     /// key under `prefix`. Fails if Redis does not answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
-        if prefix.is_empty() || prefix.contains(['{', '}']) {
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '{' && c != '}')
+        {
             return Err(BusError::Unavailable(format!(
-                "invalid Redis key prefix {prefix:?}: it must be non-empty and free of braces, \
-                 which would break the hash tags"
+                "invalid Redis key prefix {prefix:?}: it must be non-empty printable ASCII \
+                 without spaces or braces (braces would break the hash tags)"
             )));
+        }
+        if url.starts_with("rediss:") && rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Redis's TLS asks rustls for the process-wide crypto provider,
+            // which rustls can only guess when exactly one is compiled in.
+            // Install ring (the workspace's) rather than depend on that guess;
+            // losing a race to another installer is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let client = Client::open(url)
             .map_err(|e| BusError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let cannot = |e: RedisError| BusError::Unavailable(format!("cannot reach Redis: {e}"));
+        // One plain attempt first: the manager below retries with backoff,
+        // which would turn a wrong URL into a long silent wait at startup.
+        let probe_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await
+            .map_err(cannot)?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut probe)
+            .await
+            .map_err(cannot)?;
+        drop(probe);
+        // Reconnects back off 1 s, 2 s, 2 s (plus jitter) and then give up
+        // until the next command tries again.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_factor(2)
+            .set_max_delay(2_000)
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(|e| BusError::Unavailable(format!("cannot connect to Redis: {e}")))?;
+            .map_err(cannot)?;
         let bus = RedisBus {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
             keys: Keys::new(prefix),
             scripts: Scripts::new(),
+            reader_name: format!("io-bus:{prefix}:reader"),
             next_online_sweep_ms: AtomicI64::new(0),
         };
         bus.ping().await?;
@@ -162,10 +196,22 @@ impl RedisBus {
         // No response timeout here: the read's own BLOCK plus a grace period
         // bounds it instead.
         let config = AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
-        self.client
+        let mut conn = self
+            .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .bus()
+            .bus()?;
+        tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(&self.reader_name)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("Redis did not answer CLIENT SETNAME".into()))?
+        .bus()?;
+        Ok(conn)
     }
 
     fn return_blocking_conn(&self, conn: MultiplexedConnection) {
