@@ -309,9 +309,6 @@ impl Bus for MemoryBus {
             let mut changed = pin!(self.queue_changed.notified());
             {
                 let queue = lock(&self.queue);
-                if cursor.0 == "$" {
-                    cursor.0 = queue.seq.to_string();
-                }
                 let after = parse_position(&cursor.0, "a queue cursor")?;
                 if after < queue.seq {
                     let oldest = queue.log.front().map_or(queue.seq + 1, |(seq, _)| *seq);

@@ -142,7 +142,7 @@ impl RedisBus {
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(cannot)?;
-        let bus = RedisBus {
+        Ok(RedisBus {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
@@ -150,9 +150,7 @@ impl RedisBus {
             scripts: Scripts::new(),
             reader_name: format!("io-bus:{prefix}:reader"),
             next_online_sweep_ms: AtomicI64::new(0),
-        };
-        bus.ping().await?;
-        Ok(bus)
+        })
     }
 
     /// A handle on the shared connection (cheap: it is multiplexed).
@@ -305,15 +303,6 @@ impl RedisBus {
                     Ordering::Relaxed,
                 )
                 .is_ok()
-    }
-
-    async fn queue_seq(&self) -> BusResult<u64> {
-        let seq: Option<u64> = redis::cmd("GET")
-            .arg(&self.keys.queue_seq)
-            .query_async(&mut self.conn())
-            .await
-            .bus()?;
-        Ok(seq.unwrap_or(0))
     }
 }
 
@@ -637,9 +626,6 @@ impl Bus for RedisBus {
         block: Duration,
     ) -> BusResult<Vec<QueueChange>> {
         self.observe("queue_changes", OpKind::Blocking, async {
-            if cursor.0 == "$" {
-                *cursor = queue_cursor(self.queue_seq().await?);
-            }
             let mut last = queue_seq_of(&cursor.0)?;
             let entries = self
                 .xread(&self.keys.queue_changes, &cursor.0, max, block)
