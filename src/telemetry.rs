@@ -1,0 +1,138 @@
+//! Logs and metrics of the process: `tracing` to stderr (text or JSON) and a
+//! Prometheus recorder whose histograms have explicit buckets, served at
+//! IO_METRICS_ADDR/metrics, away from the public port.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LogFormat;
+
+/// Latency buckets (seconds): 0.5 ms … 10 s.
+const LATENCY: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Durations of human scale (seconds): wait times, session lengths.
+const HUMAN: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+/// Sizes and counts: powers of two.
+const SIZES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide recorder (once; later calls reuse it, which is
+/// what tests running several roles in one process need).
+pub fn init_metrics(role: &str, node: &str) -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .add_global_label("role", role)
+                .add_global_label("node", node)
+                .set_buckets(SIZES)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("io_matcher_wait_seconds".into()), HUMAN)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("io_session_duration_seconds".into()),
+                        HUMAN,
+                    )
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY))
+                .expect("bucket lists are non-empty");
+            let handle = builder
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            metrics::gauge!("io_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("io_build_info", "Always 1; the version label says which build runs.");
+    describe_gauge!("io_dependency_up", "1 when the dependency answered the last readiness check.");
+    describe_gauge!("io_online_users", "Distinct users online, from presence.");
+    describe_gauge!("io_gateway_connections", "WebSockets open on this node.");
+    describe_counter!("io_gateway_connects_total", "Sockets that joined.");
+    describe_counter!("io_gateway_disconnects_total", "Sockets closed, by reason.");
+    describe_histogram!("io_gateway_delivery_seconds", Unit::Seconds, "From publish to socket write.");
+    describe_histogram!("io_gateway_event_duration_seconds", Unit::Seconds, "Handling time of client events.");
+    describe_gauge!("io_gateway_inbox_lag_seconds", Unit::Seconds, "Age of the newest inbox entry when read.");
+    describe_counter!("io_gateway_slow_consumer_closes_total", "Sockets closed with 4008.");
+    describe_histogram!("io_gateway_send_queue_depth", "Frames written per socket write (queue depth).");
+    describe_histogram!("io_message_commit_seconds", Unit::Seconds, "Group-commit transaction time.");
+    describe_histogram!("io_message_commit_batch_size", "Messages per group commit.");
+}
+
+/// Serve `/metrics` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    let upkeep = handle.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            let collector = collector.clone();
+            async move {
+                collector.collect();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Bind a listener, naming the setting in the error.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+}

@@ -1,0 +1,171 @@
+//! Close codes, limits and the drain of a gateway (in-process `io all`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use io_domain::types::Gender;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_joins_are_closed_with_4401() {
+    let app = App::start(&[]).await;
+    // A forged token.
+    let mut ws = Ws::open(&app.ws()).await;
+    ws.send("join", json!({"token": "not-a-jwt"}), None).await;
+    assert_eq!(ws.expect_close().await, 4401);
+    // A token signed with another key.
+    let other = io_auth::Tokens::new(b"another-secret-another-secret-xx", &[], io_auth::Tokens::DEFAULT_ACCESS_TTL);
+    let mut ws = Ws::open(&app.ws()).await;
+    ws.send("join", json!({"token": other.issue_access(io_domain::types::UserId::new())}), None).await;
+    assert_eq!(ws.expect_close().await, 4401);
+    // Any other first frame.
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let mut ws = Ws::open(&app.ws()).await;
+    ws.send("find_match", json!({}), None).await;
+    assert_eq!(ws.expect_close().await, 4401);
+    // The right token still works afterwards.
+    let (ws, connected) = Ws::join(&app.ws(), &user.token).await;
+    assert_eq!(connected["user"]["id"], user.id.to_string());
+    ws.close().await;
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_with_4408() {
+    let app = App::start(&[]).await;
+    let mut ws = Ws::open(&app.ws()).await;
+    let started = std::time::Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(15), ws.expect_close()).await.unwrap();
+    assert_eq!(code, 4408);
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_closed_with_4413() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let (mut ws, _) = Ws::join(&app.ws(), &user.token).await;
+    let big = "x".repeat(70 * 1024);
+    ws.send_raw(&format!(r#"{{"type":"typing_start","data":{{"sessionId":"{big}"}}}}"#)).await;
+    assert_eq!(ws.expect_close().await, 4413);
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_get_rate_limited_then_closed_with_4429() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let (mut ws, _) = Ws::join(&app.ws(), &user.token).await;
+    for i in 0..200 {
+        ws.send("cancel_search", json!({}), Some(&format!("c{i}"))).await;
+    }
+    let mut limited = 0;
+    let code = loop {
+        let msg = tokio::time::timeout(WAIT, ws_next(&mut ws)).await.expect("events");
+        match msg {
+            Some(v) if v["type"] == "error" => {
+                assert_eq!(v["data"]["code"], "RATE_LIMITED");
+                limited += 1;
+            }
+            Some(_) => {}
+            None => break ws.expect_close().await,
+        }
+    };
+    assert!(limited >= 1, "an error before the close");
+    assert_eq!(code, 4429);
+    app.running.shutdown.cancel();
+}
+
+/// The next text frame as JSON, or `None` when a close frame arrives.
+async fn ws_next(ws: &mut Ws) -> Option<serde_json::Value> {
+    ws.next_frame_or_close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_upgrades_are_refused() {
+    let app = App::start(&[]).await;
+    let mut req = app.ws().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // The public URL's origin is allowed.
+    let mut req = app.ws().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", "http://localhost:8080".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_closed_with_4008() {
+    let app = App::start(&[
+        "--limit-messages-per-minute", "1000000",
+        "--limit-message-burst", "100000",
+        "--limit-socket-events-per-second", "100000",
+    ])
+    .await;
+    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
+    // Bob's socket has a tiny receive buffer and will stop reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp).await.unwrap();
+    use futures::SinkExt;
+    b.send(Message::text(json!({"type":"join","data":{"token": bob.token}}).to_string())).await.unwrap();
+    b.send(Message::text(json!({"type":"find_match","data":{}}).to_string())).await.unwrap();
+    a.send("find_match", json!({}), None).await;
+    a.expect("searching").await;
+    let sid = a.expect("match_found").await["session"]["id"].as_str().unwrap().to_owned();
+    // Alice floods; Bob never reads.
+    let text = "y".repeat(1900);
+    for i in 0..3000 {
+        a.send("send_message", json!({"sessionId": sid, "content": text, "clientMsgId": format!("f{i}")}), None).await;
+    }
+    // Alice keeps being served; Bob gets closed with 4008.
+    a.wait_for("message_received").await;
+    let mut code = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while code.is_none() && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(30), b.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => code = Some(u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(code, Some(4008));
+    let metrics = reqwest::get(format!("http://{}/metrics", app.running.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("io_gateway_slow_consumer_closes_total"));
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_sockets_with_1012() {
+    let app = App::start(&[]).await;
+    let mut sockets = Vec::new();
+    for g in [Gender::Dude, Gender::Girl, Gender::Dude] {
+        let u = make_user(app.store.as_ref(), &app.tokens, g).await;
+        sockets.push(Ws::join(&app.ws(), &u.token).await.0);
+    }
+    app.running.shutdown.cancel();
+    for mut ws in sockets {
+        assert_eq!(ws.expect_close().await, 1012);
+    }
+    tokio::time::timeout(Duration::from_secs(30), app.running.wait())
+        .await
+        .expect("the role exits within the drain bound");
+}
