@@ -1,0 +1,499 @@
+// The chat (phase `chat`) and, once it ends, the rating screen (phase
+// `ended`). Everything shown comes from `live` (socket.js); user text is
+// placed with text nodes only.
+
+import { announce, clock, focusEl, h, replaceChildren } from './dom.js';
+import { MAX_MESSAGE_CHARS } from './socket.js';
+
+const VIBES = [
+  [1, 'Boring', '😴'],
+  [2, 'Okay', '🙂'],
+  [3, 'Fire', '🔥'],
+  [4, 'Legendary', '👑'],
+];
+const GENDER_EMOJI = { dude: '🕺', girl: '💃' };
+
+export function mount(root, ctx) {
+  const { live } = ctx;
+  const container = h('div', { class: 'chat-screen' });
+  root.append(container);
+  let view = null;
+  let viewKey = null;
+
+  const show = () => {
+    const key = `${live.phase}:${live.session?.id ?? ''}`;
+    if (key === viewKey || !live.session) return null;
+    view?.dispose();
+    viewKey = key;
+    view = live.phase === 'ended' ? ratingView(ctx) : chatView(ctx);
+    replaceChildren(container, view.el);
+    return view.focus;
+  };
+
+  const off = [
+    live.on('phase', () => {
+      const focus = show();
+      if (focus) focusEl(focus);
+    }),
+    live.on('matched', () => {
+      // A new session while this screen is up (matched in another tab).
+      const focus = show();
+      if (focus) focusEl(focus);
+    }),
+  ];
+
+  const focus = show();
+  return {
+    focus,
+    unmount() {
+      for (const o of off) o();
+      view?.dispose();
+    },
+  };
+}
+
+// --- identity cards ---------------------------------------------------------
+
+function identityCard(card, title, testid) {
+  const rows = [
+    ['Alias', card?.alias],
+    ['Name', card?.realName],
+    ['About', card?.details],
+    ['Email', card?.email],
+  ].filter(([, v]) => v);
+  return h(
+    'article',
+    { class: 'id-card', 'data-testid': testid },
+    h('h3', {}, title),
+    rows.length
+      ? h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))
+      : h('p', { class: 'muted' }, 'Nothing on this card.'),
+  );
+}
+
+function identityCards(identities) {
+  if (!identities) return null;
+  return h(
+    'section',
+    { class: 'cards', 'aria-label': 'Identity cards', 'data-testid': 'identity-cards' },
+    identityCard(identities.partner, 'Them', 'identity-card-partner'),
+    identityCard(identities.me, 'You', 'identity-card-me'),
+  );
+}
+
+// --- chat -----------------------------------------------------------------
+
+function chatView(ctx) {
+  const { live } = ctx;
+  const session = live.session;
+  const alias = session.partner?.alias || 'Stranger';
+  const offs = [];
+  const timers = new Set();
+  const later = (fn, ms) => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+  };
+
+  // Header: who, presence, actions.
+  const heading = h(
+    'h1',
+    { class: 'chat-title' },
+    h('span', { class: 'visually-hidden' }, 'Chatting with '),
+    alias,
+    session.partner?.gender ? h('span', { class: 'badge', 'aria-label': session.partner.gender }, GENDER_EMOJI[session.partner.gender] ?? '') : null,
+  );
+  const partnerStatus = h('p', { class: 'presence', 'data-testid': 'partner-status' });
+  const revealButton = h('button', { class: 'btn cyan small', type: 'button', 'data-testid': 'reveal-request' }, 'Reveal');
+  revealButton.setAttribute('aria-label', 'Ask to reveal identities');
+  const endButton = h('button', { class: 'btn danger small', type: 'button', 'data-testid': 'end-session' }, 'End');
+  endButton.setAttribute('aria-label', 'End the chat');
+  const header = h(
+    'header',
+    { class: 'chat-head' },
+    h('div', { class: 'who' }, heading, partnerStatus),
+    h('div', { class: 'row tight' }, revealButton, endButton),
+  );
+
+  // Banners and the reveal flow.
+  const banner = h('p', { class: 'banner', 'data-testid': 'partner-banner', hidden: true });
+  const acceptButton = h('button', { class: 'btn lime small', type: 'button', 'data-testid': 'reveal-accept' }, 'Yes, reveal');
+  const declineButton = h('button', { class: 'btn ghost small', type: 'button', 'data-testid': 'reveal-decline' }, 'No thanks');
+  const promptText = h('p', {});
+  const prompt = h(
+    'section',
+    { class: 'reveal-prompt', 'data-testid': 'reveal-prompt', 'aria-label': 'Reveal request', hidden: true },
+    promptText,
+    h('div', { class: 'row tight' }, acceptButton, declineButton),
+  );
+  const revealStatus = h('p', { class: 'reveal-status muted small', 'data-testid': 'reveal-status', hidden: true });
+  const cardsSlot = h('div', {});
+
+  // Messages.
+  const list = h('ol', { class: 'messages', 'aria-label': 'Messages', tabindex: '0', 'data-testid': 'messages' });
+  const intro = h(
+    'li',
+    { class: 'system' },
+    `You are chatting with ${alias}. Be kind; either of you can end it any time.`,
+  );
+  list.append(intro);
+  const typing = h(
+    'p',
+    { class: 'typing', 'data-testid': 'typing-indicator', hidden: true },
+    `${alias} is typing`,
+    h('span', { class: 'dots', 'aria-hidden': 'true' }, h('span', {}, '.'), h('span', {}, '.'), h('span', {}, '.')),
+  );
+
+  // Composer.
+  const input = h('textarea', {
+    id: 'message-input',
+    class: 'composer-input',
+    'data-testid': 'message-input',
+    rows: 1,
+    maxlength: MAX_MESSAGE_CHARS,
+    enterkeyhint: 'send',
+    placeholder: 'Say something…',
+    'aria-describedby': 'composer-help',
+  });
+  const sendButton = h('button', { class: 'btn primary', type: 'submit', 'data-testid': 'send-message' }, 'Send');
+  const counter = h('span', { class: 'counter', 'aria-live': 'polite' });
+  const composer = h(
+    'form',
+    { class: 'composer' },
+    h('label', { for: 'message-input', class: 'visually-hidden' }, `Message to ${alias}`),
+    input,
+    sendButton,
+    h('p', { id: 'composer-help', class: 'visually-hidden' }, 'Enter sends, Shift+Enter adds a new line.'),
+    counter,
+  );
+
+  const el = h('section', { class: 'chat' }, header, banner, prompt, revealStatus, cardsSlot, list, typing, composer);
+
+  // --- messages --------------------------------------------------------------
+
+  const nodes = new Map();
+  const keyOf = (item) => (item.isMe && item.clientMsgId ? `c:${item.clientMsgId}` : `i:${item.id}`);
+
+  const makeBubble = (item) => {
+    const li = h('li', { class: 'msg', 'data-testid': 'message' });
+    li.append(
+      h('span', { class: 'visually-hidden' }, item.isMe ? 'You: ' : `${alias}: `),
+      h('p', { class: 'msg-text' }, item.content),
+      h('p', { class: 'msg-meta' }),
+    );
+    return li;
+  };
+
+  const paintBubble = (li, item) => {
+    const state = `${item.status}|${item.seq}|${item.error}`;
+    if (li.dataset.paint === state) return;
+    li.dataset.paint = state;
+    li.dataset.mine = String(Boolean(item.isMe));
+    li.dataset.status = item.status;
+    if (item.seq) li.dataset.seq = String(item.seq);
+    else delete li.dataset.seq;
+    if (item.clientMsgId) li.dataset.clientMsgId = item.clientMsgId;
+    if (item.id) li.dataset.id = item.id;
+    li.className = `msg ${item.isMe ? 'mine' : 'theirs'} ${item.status}`;
+    const meta = li.querySelector('.msg-meta');
+    const time = h('time', { datetime: item.createdAt ?? '' }, clock(item.createdAt));
+    if (item.status === 'pending') {
+      replaceChildren(meta, time, ' · sending…');
+    } else if (item.status === 'failed') {
+      replaceChildren(
+        meta,
+        h('span', { class: 'failed-text' }, `Not sent: ${item.error || 'error'}`),
+        ' ',
+        h('button', { class: 'link', type: 'button', 'data-testid': 'message-retry', onclick: () => live.retryMessage(item.clientMsgId) }, 'Retry'),
+        ' ',
+        h('button', { class: 'link', type: 'button', 'data-testid': 'message-discard', onclick: () => live.discardMessage(item.clientMsgId) }, 'Discard'),
+      );
+    } else {
+      replaceChildren(meta, time);
+    }
+  };
+
+  const paintMessages = () => {
+    const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+    const items = live.timeline.items();
+    const seen = new Set();
+    let cursor = intro;
+    let mineAdded = false;
+    for (const item of items) {
+      const key = keyOf(item);
+      seen.add(key);
+      let li = nodes.get(key);
+      if (!li) {
+        li = makeBubble(item);
+        nodes.set(key, li);
+        if (item.isMe) mineAdded = true;
+      }
+      paintBubble(li, item);
+      if (cursor.nextSibling !== li) cursor.after(li);
+      cursor = li;
+    }
+    for (const [key, li] of nodes) {
+      if (!seen.has(key)) {
+        li.remove();
+        nodes.delete(key);
+      }
+    }
+    if (nearBottom || mineAdded) list.scrollTop = list.scrollHeight;
+  };
+
+  offs.push(
+    live.on('messages', ({ added = [] } = {}) => {
+      paintMessages();
+      const theirs = added.filter((m) => !m.isMe);
+      if (theirs.length > 3) announce(`${theirs.length} new messages from ${alias}.`);
+      else for (const m of theirs) announce(`${alias}: ${m.content}`);
+    }),
+  );
+
+  // --- composer --------------------------------------------------------------
+
+  const grow = () => {
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  };
+
+  const paintCounter = () => {
+    const n = [...input.value].length;
+    counter.textContent = n > MAX_MESSAGE_CHARS - 200 ? `${n} / ${MAX_MESSAGE_CHARS}` : '';
+  };
+
+  composer.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    if (live.sendMessage(text)) {
+      input.value = '';
+      grow();
+      paintCounter();
+    }
+    input.focus();
+  });
+
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  input.addEventListener('input', () => {
+    grow();
+    paintCounter();
+    if (input.value.trim()) live.noteTyping();
+    else live.stopTyping();
+  });
+  input.addEventListener('blur', () => live.stopTyping());
+
+  // --- presence and typing ---------------------------------------------------
+
+  const paintPresence = (changed) => {
+    const online = live.partnerOnline;
+    partnerStatus.dataset.state = online ? 'online' : 'away';
+    partnerStatus.textContent = online ? 'here' : 'away';
+    if (!changed) return;
+    banner.textContent = online ? `${alias} is back.` : `${alias} left the chat. They may come back, or you can end it.`;
+    banner.dataset.state = online ? 'joined' : 'left';
+    banner.hidden = false;
+    announce(banner.textContent);
+    if (online) later(() => (banner.hidden = true), 5000);
+  };
+  offs.push(live.on('presence', () => paintPresence(true)));
+
+  offs.push(
+    live.on('typing', (on) => {
+      typing.hidden = !on;
+    }),
+  );
+
+  // --- reveal ----------------------------------------------------------------
+
+  const paintReveal = () => {
+    const s = live.session;
+    const { state = 'none', requestedBy = null } = s?.reveal ?? {};
+    const identities = s?.identities ?? null;
+    prompt.hidden = !(state === 'pending' && requestedBy === 'partner');
+    promptText.textContent = `${alias} wants to reveal identities. Only if you say yes do you both see each other's card.`;
+    revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted';
+    revealButton.textContent = state === 'declined' ? 'Ask again' : 'Reveal';
+    let status = '';
+    let testid = 'reveal-status';
+    if (state === 'pending' && requestedBy === 'me') status = `Reveal request sent. Waiting for ${alias}…`;
+    else if (state === 'answering') status = 'Sending your answer…';
+    else if (state === 'accepted') status = 'You both said yes. Here are the cards.';
+    else if (state === 'declined') {
+      status = requestedBy === 'me' ? `${alias} declined to reveal.` : 'You declined to reveal.';
+      testid = 'reveal-declined';
+    }
+    revealStatus.textContent = status;
+    revealStatus.hidden = !status;
+    revealStatus.dataset.testid = testid;
+    replaceChildren(cardsSlot, state === 'accepted' ? identityCards(identities) : null);
+  };
+
+  // A resume may bring a reveal that changed while we were offline.
+  offs.push(live.on('session', () => paintReveal()));
+
+  revealButton.addEventListener('click', () => {
+    if (live.requestReveal()) announce('Reveal request sent.');
+  });
+  acceptButton.addEventListener('click', () => {
+    live.respondReveal(true);
+    input.focus();
+  });
+  declineButton.addEventListener('click', () => {
+    live.respondReveal(false);
+    input.focus();
+  });
+
+  offs.push(
+    live.on('reveal', ({ kind, alias: requester } = {}) => {
+      paintReveal();
+      if (kind === 'requested') {
+        announce(`${requester || alias} wants to reveal identities. Accept or decline.`);
+        if (document.activeElement === input || document.activeElement === document.body) acceptButton.focus();
+      } else if (kind === 'accepted') {
+        announce('Revealed! Both identity cards are shown.');
+      } else if (kind === 'declined') {
+        announce(revealStatus.textContent);
+      }
+    }),
+  );
+
+  // --- end -------------------------------------------------------------------
+
+  endButton.addEventListener('click', () => {
+    if (live.endSession()) {
+      endButton.disabled = true;
+      later(() => (endButton.disabled = false), 8000);
+    }
+  });
+  offs.push(
+    live.on('error', (err) => {
+      if (err?.action === 'end_session') endButton.disabled = false;
+    }),
+  );
+
+  paintMessages();
+  paintPresence(false);
+  paintReveal();
+  if (live.session?.reveal?.state === 'pending' && live.session.reveal.requestedBy === 'partner') {
+    announce(`${alias} wants to reveal identities. Accept or decline.`);
+  } else {
+    announce(`You are chatting with ${alias}.`);
+  }
+  requestAnimationFrame(() => (list.scrollTop = list.scrollHeight));
+
+  return {
+    el,
+    focus: input,
+    dispose() {
+      for (const o of offs) o();
+      for (const t of timers) clearTimeout(t);
+      live.stopTyping();
+    },
+  };
+}
+
+// --- rating -----------------------------------------------------------------
+
+function ratingView(ctx) {
+  const { live } = ctx;
+  const session = live.session;
+  const alias = session.partner?.alias || 'your stranger';
+  const offs = [];
+
+  const heading = h('h1', { class: 'title' }, 'Chat ended');
+  const endedBy = session.endedBy;
+  const who =
+    endedBy === 'me' ? `You ended the chat with ${alias}.` : endedBy === 'partner' ? `${alias} ended the chat.` : `Your chat with ${alias} is over.`;
+
+  const buttons = VIBES.map(([value, label, emoji]) =>
+    h(
+      'button',
+      { class: `vibe vibe-${value}`, type: 'button', 'data-testid': `rate-${value}`, 'aria-pressed': 'false' },
+      h('span', { class: 'emoji', 'aria-hidden': 'true' }, emoji),
+      h('span', { class: 'vibe-label' }, label),
+    ),
+  );
+  const thanks = h('p', { class: 'thanks', 'data-testid': 'rating-thanks', hidden: true });
+  const again = h('button', { class: 'btn primary big', type: 'button', 'data-testid': 'again', hidden: true }, 'Again!');
+  const home = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'back-home', hidden: true }, 'Home');
+  const skip = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'skip-rating' }, 'Skip');
+
+  const el = h(
+    'section',
+    { class: 'panel rating' },
+    heading,
+    h('p', { class: 'lede', 'data-testid': 'ended-by' }, who),
+    identityCards(session.reveal?.state === 'accepted' ? session.identities : null),
+    h('fieldset', { class: 'vibes' }, h('legend', {}, 'How was the vibe?'), h('div', { class: 'vibe-row' }, buttons)),
+    thanks,
+    h('div', { class: 'row center' }, again, home, skip),
+  );
+
+  const paintRated = (rating, announceIt) => {
+    const vibe = VIBES.find(([v]) => v === rating);
+    for (const [i, b] of buttons.entries()) {
+      b.setAttribute('aria-pressed', String(i + 1 === rating));
+      b.disabled = true;
+    }
+    thanks.textContent = `Thanks! You called it ${vibe ? vibe[1].toLowerCase() : rating}.`;
+    thanks.hidden = false;
+    again.hidden = false;
+    home.hidden = false;
+    skip.hidden = true;
+    if (announceIt) {
+      announce(thanks.textContent);
+      focusEl(again);
+    }
+  };
+
+  for (const [i, b] of buttons.entries()) {
+    b.addEventListener('click', () => {
+      if (live.rate(i + 1)) {
+        for (const other of buttons) other.disabled = true;
+        b.setAttribute('aria-pressed', 'true');
+      }
+    });
+  }
+  again.addEventListener('click', () => live.findMatch());
+  home.addEventListener('click', () => live.leaveEnded());
+  skip.addEventListener('click', () => live.skipRating());
+
+  offs.push(live.on('rated', ({ rating }) => paintRated(rating, true)));
+  offs.push(
+    live.on('error', (err) => {
+      if (err?.action !== 'rate_session') return;
+      if (err.code === 'CONFLICT') {
+        // Rated already (another tab): nothing left to do here.
+        thanks.textContent = 'This chat is already rated.';
+        thanks.hidden = false;
+        again.hidden = false;
+        home.hidden = false;
+        skip.hidden = true;
+        return;
+      }
+      for (const b of buttons) {
+        b.disabled = false;
+        b.setAttribute('aria-pressed', 'false');
+      }
+    }),
+  );
+
+  if (session.myRating) paintRated(session.myRating, false);
+  announce(`${who} How was the vibe?`);
+
+  return {
+    el,
+    focus: heading,
+    dispose() {
+      for (const o of offs) o();
+    },
+  };
+}

@@ -1,0 +1,110 @@
+// Home inside /app: how many people are online, and "find someone random"
+// with its searching state (waiting counts, cancel). The phase comes from
+// the socket; this screen only renders it.
+
+import { api } from './api.js';
+import { announce, h, replaceChildren } from './dom.js';
+
+/** Waiting counts are not pushed; poll them this often while searching. */
+const WAITING_POLL_MS = 4_000;
+/** And the online count this often while idle (pushes cover most changes). */
+const IDLE_POLL_MS = 30_000;
+
+const SEEKING_TEXT = { girl: 'girls', dude: 'dudes', any: 'anyone' };
+
+export function mount(root, ctx) {
+  const { live } = ctx;
+  let alive = true;
+  let pollTimer = 0;
+
+  const heading = h('h1', { class: 'title' });
+  const countNumber = h('strong', { class: 'count' }, '–');
+  const online = h('p', { class: 'online', 'data-testid': 'online-count' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), countNumber, ' online now');
+
+  const findButton = h('button', { class: 'btn primary huge', type: 'button', 'data-testid': 'find-match' }, 'Find someone random');
+  const seekingNote = h('p', { class: 'muted small' });
+  const idleBox = h('div', { class: 'idle stack center' }, findButton, seekingNote);
+
+  const searchHeading = h('h2', { class: 'subtitle' }, 'Looking for someone…');
+  const waiting = h('p', { class: 'muted', 'data-testid': 'waiting-counts' });
+  const cancel = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'cancel-search' }, 'Cancel');
+  const searchBox = h(
+    'div',
+    { class: 'searching stack center', 'data-testid': 'searching', 'aria-busy': 'true' },
+    h('div', { class: 'radar', 'aria-hidden': 'true' }, h('span'), h('span'), h('span')),
+    searchHeading,
+    waiting,
+    cancel,
+  );
+
+  root.append(h('section', { class: 'panel dashboard' }, heading, online, idleBox, searchBox));
+
+  const paintHeading = () => {
+    heading.textContent = ctx.me?.alias ? `Hey, ${ctx.me.alias}` : 'Hey there';
+    const seeking = SEEKING_TEXT[ctx.me?.seeking] ?? 'anyone';
+    replaceChildren(seekingNote, `You are meeting ${seeking}. `, h('a', { href: '/profile', 'data-link': true }, 'Change'));
+  };
+
+  const paintCount = (count) => {
+    if (Number.isFinite(count)) countNumber.textContent = String(count);
+  };
+
+  const paintWaiting = (w) => {
+    if (!w) return;
+    const dudes = Number(w.dude) || 0;
+    const girls = Number(w.girl) || 0;
+    waiting.textContent = `Waiting right now: ${dudes} ${dudes === 1 ? 'dude' : 'dudes'} · ${girls} ${girls === 1 ? 'girl' : 'girls'}`;
+    waiting.dataset.dude = String(dudes);
+    waiting.dataset.girl = String(girls);
+  };
+
+  const poll = async () => {
+    clearTimeout(pollTimer);
+    try {
+      const body = await api.get('/api/users/online-count');
+      if (!alive) return;
+      paintCount(body?.count);
+      paintWaiting(body?.waiting);
+    } catch {
+      // The pushed online_count keeps the number roughly right meanwhile.
+    }
+    if (alive) pollTimer = setTimeout(poll, live.phase === 'searching' ? WAITING_POLL_MS : IDLE_POLL_MS);
+  };
+
+  const paintPhase = (announceIt) => {
+    const searching = live.phase === 'searching';
+    idleBox.hidden = searching;
+    searchBox.hidden = !searching;
+    if (searching) {
+      if (announceIt) announce('Searching for someone. Press Cancel to stop.');
+      if (document.activeElement === findButton || document.activeElement === document.body) cancel.focus();
+      poll();
+    } else if (announceIt) {
+      announce('Search stopped.');
+      if (document.activeElement === cancel || document.activeElement === document.body) findButton.focus();
+    }
+  };
+
+  findButton.addEventListener('click', () => live.findMatch());
+  cancel.addEventListener('click', () => live.cancelSearch());
+
+  const offs = [
+    live.on('online', paintCount),
+    live.on('phase', () => paintPhase(true)),
+    live.on('user', paintHeading),
+  ];
+
+  paintHeading();
+  paintCount(live.onlineCount);
+  paintPhase(false);
+  if (live.phase !== 'searching') poll();
+
+  return {
+    focus: live.phase === 'searching' ? cancel : heading,
+    unmount() {
+      alive = false;
+      clearTimeout(pollTimer);
+      for (const off of offs) off();
+    },
+  };
+}
