@@ -333,7 +333,13 @@ function chatView(ctx) {
     revealStatus.textContent = status;
     revealStatus.hidden = !status;
     revealStatus.dataset.testid = testid;
-    replaceChildren(cardsSlot, state === 'accepted' ? identityCards(identities) : null);
+    // Collapsible in the chat, so on a phone the cards do not push the
+    // conversation off screen.
+    const cards = state === 'accepted' ? identityCards(identities) : null;
+    if (!cards) replaceChildren(cardsSlot);
+    else if (!cardsSlot.firstChild) {
+      replaceChildren(cardsSlot, h('details', { class: 'cards-wrap', open: true }, h('summary', {}, 'Identity cards'), cards));
+    }
   };
 
   // A resume may bring a reveal that changed while we were offline.

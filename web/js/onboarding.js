@@ -88,7 +88,7 @@ export function mount(root, ctx, { firstTime = true } = {}) {
   spin.setAttribute('aria-label', 'Spin: suggest a random alias');
   alias.wrapper.append(h('div', { class: 'row' }, spin));
 
-  const realNameInput = h('input', { type: 'text', name: 'realName', autocomplete: 'name', maxlength: 100 });
+  const realNameInput = h('input', { type: 'text', name: 'realName', autocomplete: 'name', maxlength: 80 });
   const realName = field({ id: 'real-name', label: 'Real name', input: realNameInput, testid: 'real-name-input' });
   const detailsInput = h('textarea', { name: 'details', rows: 3, maxlength: 500 });
   const details = field({
