@@ -124,26 +124,31 @@ impl Default for ApiConfig {
     }
 }
 
-/// The sign-in rate limits; `Default` is design 3.4.
+/// The sign-in rate limits, each a number per hour (the whole hour's
+/// allowance may be used at once, then it refills evenly); `Default` is
+/// design 3.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthLimits {
-    /// `send-magic-link` per email address: 3 per hour.
-    pub magic_link_per_email: Rate,
-    /// `send-magic-link` per client IP: 20 per hour.
-    pub magic_link_per_ip: Rate,
-    /// `verify-token` per client IP: 10 per hour.
-    pub verify_per_ip: Rate,
+    /// `send-magic-link` per email address: 3.
+    pub magic_links_per_email_hour: u32,
+    /// `send-magic-link` per client IP: 20.
+    pub magic_links_per_ip_hour: u32,
+    /// `verify-token` per client IP: 10.
+    pub verify_per_ip_hour: u32,
 }
 
 impl Default for AuthLimits {
     fn default() -> Self {
-        const HOUR: Duration = Duration::from_secs(3600);
         AuthLimits {
-            magic_link_per_email: Rate::new(3, HOUR, 3),
-            magic_link_per_ip: Rate::new(20, HOUR, 20),
-            verify_per_ip: Rate::new(10, HOUR, 10),
+            magic_links_per_email_hour: 3,
+            magic_links_per_ip_hour: 20,
+            verify_per_ip_hour: 10,
         }
     }
+}
+
+fn per_hour(n: u32) -> Rate {
+    Rate::new(n, Duration::from_secs(3600), n)
 }
 
 /// Why the router could not be built: a setting is malformed.
@@ -177,10 +182,16 @@ impl AuthLimiters {
         AuthLimiters {
             magic_link_per_email: KeyedLimiter::new(
                 "magic_link_email",
-                limits.magic_link_per_email,
+                per_hour(limits.magic_links_per_email_hour),
             ),
-            magic_link_per_ip: KeyedLimiter::new("magic_link_ip", limits.magic_link_per_ip),
-            verify_per_ip: KeyedLimiter::new("verify_token_ip", limits.verify_per_ip),
+            magic_link_per_ip: KeyedLimiter::new(
+                "magic_link_ip",
+                per_hour(limits.magic_links_per_ip_hour),
+            ),
+            verify_per_ip: KeyedLimiter::new(
+                "verify_token_ip",
+                per_hour(limits.verify_per_ip_hour),
+            ),
         }
     }
 
@@ -365,8 +376,8 @@ mod tests {
     #[test]
     fn default_limits_are_the_design() {
         let l = AuthLimits::default();
-        assert_eq!(l.magic_link_per_email.per, 3);
-        assert_eq!(l.magic_link_per_ip.per, 20);
-        assert_eq!(l.verify_per_ip.per, 10);
+        assert_eq!(l.magic_links_per_email_hour, 3);
+        assert_eq!(l.magic_links_per_ip_hour, 20);
+        assert_eq!(l.verify_per_ip_hour, 10);
     }
 }
