@@ -103,7 +103,12 @@ function chatView(ctx) {
     { class: 'chat-title' },
     h('span', { class: 'visually-hidden' }, 'Chatting with '),
     alias,
-    session.partner?.gender ? h('span', { class: 'badge', 'aria-label': session.partner.gender }, GENDER_EMOJI[session.partner.gender] ?? '') : null,
+    session.partner?.gender
+      ? [
+          h('span', { class: 'badge', 'aria-hidden': 'true' }, GENDER_EMOJI[session.partner.gender] ?? ''),
+          h('span', { class: 'visually-hidden' }, ` (${session.partner.gender})`),
+        ]
+      : null,
   );
   const partnerStatus = h('p', { class: 'presence', 'data-testid': 'partner-status' });
   const revealButton = h('button', { class: 'btn cyan small', type: 'button', 'data-testid': 'reveal-request' }, 'Reveal');
