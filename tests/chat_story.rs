@@ -186,6 +186,7 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
         .await;
     assert_eq!(status, 201, "{rating}");
     assert_eq!(rating["rating"]["rating"], 2);
+    assert_eq!(b.expect("session_rated").await["rating"], 2);
     assert_eq!(
         bob_rest
             .post("/api/chat/rate-session", json!({"sessionId": session_id, "rating": 2}))

@@ -131,8 +131,18 @@ async fn a_reader_that_stops_reading_is_closed_with_4008() {
     for i in 0..3000 {
         a.send("send_message", json!({"sessionId": sid, "content": text, "clientMsgId": format!("f{i}")}), None).await;
     }
-    // Alice keeps being served; Bob gets closed with 4008.
+    // Alice keeps being served; Bob gets closed with 4008 (seen once he
+    // reads through what his socket already holds).
     a.wait_for("message_received").await;
+    let metrics_url = format!("http://{}/metrics", app.running.metrics_addr);
+    eventually("a slow-consumer close", || {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            text.lines().any(|l| l.starts_with("io_gateway_slow_consumer_closes_total") && !l.ends_with(" 0"))
+        }
+    })
+    .await;
     let mut code = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while code.is_none() && tokio::time::Instant::now() < deadline {

@@ -357,8 +357,14 @@ fn send_error(me: &Handle, reference: Option<&str>, code: &str, message: &str) {
     });
 }
 
+/// How long one write may take before the peer counts as gone. A write is
+/// never abandoned half-way otherwise: a torn frame would corrupt the
+/// stream, and the close frame must follow whole frames.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Drain the send queue to the socket, several frames per write, until the
-/// socket is closed; then send the close frame.
+/// socket is closed; then send what is still queued (unless the peer is the
+/// reason: a slow consumer) and the close frame.
 async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Out>, control: Arc<Control>) {
     let mut buf = Vec::new();
     let mut published: Vec<i64> = Vec::new();
@@ -371,48 +377,69 @@ async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Out>, control: Arc<Con
                 None => break,
             },
         };
-        buf.clear();
-        published.clear();
-        let mut frames = 1u64;
-        encode_out(&first, &mut buf, &mut published);
-        while buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(next) => {
-                    frames += 1;
-                    encode_out(&next, &mut buf, &mut published);
-                }
-                Err(_) => break,
-            }
-        }
-        metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
-        let written = tokio::select! {
-            _ = control.closed.cancelled() => break,
-            r = w.write_all(&buf) => r,
-        };
-        if written.is_err() {
+        if !write_batch(&mut w, first, &mut rx, &mut buf, &mut published).await {
             control.close(CLOSE_ABNORMAL);
             return;
         }
-        metrics::counter!("io_gateway_frames_out_total").increment(frames);
-        metrics::counter!("io_gateway_bytes_out_total").increment(buf.len() as u64);
-        if !published.is_empty() {
-            let now = chrono::Utc::now().timestamp_millis();
-            for at in &published {
-                metrics::histogram!("io_gateway_delivery_seconds")
-                    .record((now - at).max(0) as f64 / 1000.0);
+    }
+    let code = match control.close_code() {
+        0 => CLOSE_NORMAL,
+        code => code,
+    };
+    if code == CLOSE_ABNORMAL {
+        return;
+    }
+    if code != CLOSE_TOO_SLOW {
+        // Answers already queued (an error before a 4429, say) go out first.
+        while let Ok(item) = rx.try_recv() {
+            if !write_batch(&mut w, item, &mut rx, &mut buf, &mut published).await {
+                return;
             }
         }
-        // A large burst may have grown the buffer; do not keep it while idle.
-        if buf.capacity() > 16 * 1024 {
-            buf = Vec::new();
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_close(&mut w, code)).await;
+}
+
+/// Write `first` and whatever else is queued in one write. `false` when the
+/// peer is gone or too slow to take it within the timeout.
+async fn write_batch(
+    w: &mut Writer,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+    buf: &mut Vec<u8>,
+    published: &mut Vec<i64>,
+) -> bool {
+    buf.clear();
+    published.clear();
+    let mut frames = 1u64;
+    encode_out(&first, buf, published);
+    while buf.len() < 64 * 1024 {
+        match rx.try_recv() {
+            Ok(next) => {
+                frames += 1;
+                encode_out(&next, buf, published);
+            }
+            Err(_) => break,
         }
     }
-    let code = control.close_code();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        write_close(&mut w, if code == 0 { CLOSE_NORMAL } else { code }),
-    )
-    .await;
+    metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(buf)).await {
+        Ok(Ok(())) => {}
+        _ => return false,
+    }
+    metrics::counter!("io_gateway_frames_out_total").increment(frames);
+    metrics::counter!("io_gateway_bytes_out_total").increment(buf.len() as u64);
+    if !published.is_empty() {
+        let now = chrono::Utc::now().timestamp_millis();
+        for at in published.iter() {
+            metrics::histogram!("io_gateway_delivery_seconds").record((now - at).max(0) as f64 / 1000.0);
+        }
+    }
+    // A large burst may have grown the buffer; do not keep it while idle.
+    if buf.capacity() > 16 * 1024 {
+        *buf = Vec::new();
+    }
+    true
 }
 
 fn encode_out(out: &Out, buf: &mut Vec<u8>, published: &mut Vec<i64>) {

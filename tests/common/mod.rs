@@ -231,7 +231,8 @@ impl Ws {
             return code;
         }
         loop {
-            let msg = tokio::time::timeout(WAIT, self.stream.next()).await.expect("close within the wait");
+            // Longer than any server-side timeout (the join timeout is 10 s).
+            let msg = tokio::time::timeout(2 * WAIT, self.stream.next()).await.expect("close within the wait");
             match msg {
                 Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
                 Some(Ok(Message::Close(None))) => return 1005,
