@@ -87,6 +87,8 @@ impl Cluster {
             .env("IO_NODE_ID", name)
             .env("IO_MATCHER_LEASE_MS", "2000")
             .env("IO_DATABASE_POOL", "4")
+            .env("IO_LIMIT_MESSAGES_PER_MINUTE", "6000")
+            .env("IO_LIMIT_MESSAGE_BURST", "200")
             .env("IO_WEB_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
