@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::{HttpError, HttpResult};
 use crate::Shared;
 
-/// A JSON object body. An empty body counts as `{}`, so actions without
+/// A JSON object body. An empty body (no bytes at all) counts as `{}`, so actions without
 /// parameters accept both; anything else must be `application/json` and an
 /// object. Handlers then read it with the typed getters, which name the field
 /// in every error.
@@ -46,7 +46,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| HttpError::for_status(e.status()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(JsonObject::default());
         }
         if !json {
