@@ -22,7 +22,10 @@
 //!   address alike. Failed sends count in `io_mail_failures_total`; the
 //!   flag is the gauge `io_mail_up`. A failure found only by the worker (the
 //!   first send after an outage starts) cannot reach that request: the user
-//!   asks again and by then gets the 503.
+//!   asks again and by then gets the 503. Likewise a store failure while
+//!   saving a link is only logged and counted
+//!   (`io_auth_magic_link_errors_total{stage="store"}`); `/readyz` shows
+//!   the store is down.
 //! - **Errors** are `{"error": {code, message, field?}}` for everything
 //!   under `/api`, including what axum itself rejects (bad JSON 400, wrong
 //!   content type 415, body over 16 KiB 413, unknown route 404, wrong method
