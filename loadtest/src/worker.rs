@@ -162,9 +162,11 @@ pub async fn run(
     });
     let emit = Arc::new(emit);
 
+    let ticked = Arc::new(AtomicU64::new(0));
     let ticker = {
         let ctx = ctx.clone();
         let emit = emit.clone();
+        let ticked = ticked.clone();
         tokio::spawn(async move {
             for n in 1u64.. {
                 sys::sleep_until_us(ctx.timeline.start_us + n * 1_000_000).await;
@@ -173,6 +175,7 @@ pub async fn run(
                     data: ctx.rec.tick(),
                     cpu_us: sys::self_cpu_us().saturating_sub(cpu_start),
                 }));
+                ticked.store(n, Ordering::Relaxed);
             }
         })
     };
@@ -185,6 +188,13 @@ pub async fn run(
             .error(Count::Timeouts, "hard timeout: the run was cut short");
     }
     ticker.abort();
+    let _ = ticker.await;
+    // The last, partial second: a run shorter than a second still has a row.
+    emit(WorkerMsg::Tick(Tick {
+        n: ticked.load(Ordering::Relaxed) + 1,
+        data: ctx.rec.tick(),
+        cpu_us: sys::self_cpu_us().saturating_sub(cpu_start),
+    }));
 
     let final_msg = Final {
         snapshot: ctx.rec.snapshot(),

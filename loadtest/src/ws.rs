@@ -145,6 +145,8 @@ impl Conn {
         }
     }
 
+    /// The upgrade request. No `Origin`: this is not a browser, and the gateway's
+    /// origin allowlist applies to browsers only.
     async fn handshake(&mut self, target: &Target) -> Result<(), WsError> {
         let mut key = [0u8; 16];
         for chunk in key.chunks_mut(4) {
@@ -152,12 +154,11 @@ impl Conn {
         }
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{}\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\
              User-Agent: io-loadtest\r\n\r\n",
             target.ws_path,
             target.host,
             STANDARD.encode(key),
-            target.host,
         );
         self.stream.write_all(request.as_bytes()).await?;
         loop {

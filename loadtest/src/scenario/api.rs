@@ -357,27 +357,27 @@ async fn signin(ctx: &Ctx, conn: &mut HttpConn, email: &str, used: &mut HashSet<
     .await
 }
 
-/// Magic-link tokens (`…#token=XYZ` or `?token=XYZ`) on a mailbox page whose
-/// nearest email address is `email`, nearest first. The page may be HTML or
-/// JSON; only the link and the recipient's address are relied on.
+/// Magic-link tokens (`…#token=XYZ` or `?token=XYZ`) on a mailbox page that
+/// belong to mail for `email`. The page may be HTML or JSON; a link belongs
+/// to the last address written before it (IO's page lists `to <address>:
+/// <link>`), or to the first one after it when none comes before.
 pub fn link_tokens(page: &str, email: &str) -> Vec<String> {
     let lower = page.to_ascii_lowercase();
     let email = email.to_ascii_lowercase();
-    let mine: Vec<usize> = lower.match_indices(&email).map(|(i, _)| i).collect();
-    if mine.is_empty() {
-        return Vec::new();
-    }
-    // Every address-looking word, to tell whose mail a link sits in.
-    let all_emails: Vec<usize> = lower
+    // Start and text of every address-looking word.
+    let addresses: Vec<(usize, &str)> = lower
         .match_indices('@')
-        .map(|(i, _)| {
-            lower[..i]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "._+-".contains(c)))
-                .map(|p| p + 1)
-                .unwrap_or(0)
+        .map(|(at, _)| {
+            let is_addr = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
+            let start = lower[..at].rfind(|c: char| !is_addr(c)).map(|p| p + 1).unwrap_or(0);
+            let end = lower[at + 1..]
+                .find(|c: char| !is_addr(c))
+                .map(|p| at + 1 + p)
+                .unwrap_or(lower.len());
+            (start, &lower[start..end])
         })
         .collect();
-    let mut found: Vec<(usize, String)> = Vec::new();
+    let mut found: Vec<String> = Vec::new();
     for (i, _) in page.match_indices("token=") {
         let start = i + "token=".len();
         let token: String = page[start..]
@@ -387,15 +387,17 @@ pub fn link_tokens(page: &str, email: &str) -> Vec<String> {
         if token.is_empty() {
             continue;
         }
-        let dist = |p: &usize| p.abs_diff(i);
-        let nearest_any = all_emails.iter().map(dist).min().unwrap_or(usize::MAX);
-        let nearest_mine = mine.iter().map(dist).min().unwrap_or(usize::MAX);
-        if nearest_mine <= nearest_any && !found.iter().any(|(_, t)| *t == token) {
-            found.push((nearest_mine, token));
+        let owner = addresses
+            .iter()
+            .rev()
+            .find(|(p, _)| *p < i)
+            .or_else(|| addresses.iter().find(|(p, _)| *p > i))
+            .map(|(_, a)| *a);
+        if owner == Some(email.as_str()) && !found.contains(&token) {
+            found.push(token);
         }
     }
-    found.sort_by_key(|(d, _)| *d);
-    found.into_iter().map(|(_, t)| t).collect()
+    found
 }
 
 #[cfg(test)]
@@ -420,9 +422,15 @@ mod tests {
                        {"to":"b@x.test","link":"http://l/auth/verify#token=BBB"}]"#;
         assert_eq!(link_tokens(json, "b@x.test"), vec!["BBB"]);
         assert_eq!(link_tokens(json, "a@x.test"), vec!["AAA"]);
-        let html = "<li><a href=\"/auth/verify#token=CC-1\">link</a> to <b>c@x.test</b></li>\
-                    <li><a href=\"/auth/verify#token=DD_2\">link</a> to <b>d@x.test</b></li>";
+        // IO's /dev/mailbox: newest first, the link (twice) after its address.
+        let html = "<li><time datetime=\"2026-11-25T13:11:00+00:00\">2026-11-25T13:11:00+00:00</time> \
+            to <span class=\"to\">c@x.test</span>: <a class=\"link\" \
+            href=\"http://localhost:8080/auth/verify#token=CC-1\">http://localhost:8080/auth/verify#token=CC-1</a></li>\n\
+            <li><time datetime=\"2026-11-25T13:10:00+00:00\">2026-11-25T13:10:00+00:00</time> \
+            to <span class=\"to\">d@x.test</span>: <a class=\"link\" \
+            href=\"http://localhost:8080/auth/verify#token=DD_2\">http://localhost:8080/auth/verify#token=DD_2</a></li>\n";
         assert_eq!(link_tokens(html, "d@x.test"), vec!["DD_2"]);
+        assert_eq!(link_tokens(html, "c@x.test"), vec!["CC-1"]);
         assert!(link_tokens(html, "e@x.test").is_empty());
     }
 }
