@@ -449,6 +449,73 @@ mod tests {
         assert_eq!(u16::from_be_bytes([big[2], big[3]]), 300);
     }
 
+    /// A raw server frame (unmasked unless `mask` is given).
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            out.push(m | payload.len() as u8);
+        } else {
+            out.push(m | 126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        let mut body = payload.to_vec();
+        if let Some(k) = mask {
+            out.extend_from_slice(&k);
+            apply_mask(&mut body, k);
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[tokio::test]
+    async fn reads_fragments_long_and_masked_frames_answers_pings_and_sees_close() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr);
+        let (client, server) = tokio::join!(client, listener.accept());
+        let mut server = server.unwrap().0;
+        let mut conn = Conn {
+            stream: client.unwrap(),
+            inbuf: BytesMut::new(),
+            partial: None,
+            pending: Vec::new(),
+            out: Vec::new(),
+            mask_state: 7,
+            closed: false,
+        };
+        let mut wire = Vec::new();
+        wire.extend(server_frame(false, OP_TEXT, b"hel", None));
+        wire.extend(server_frame(true, OP_PING, b"p", None));
+        wire.extend(server_frame(true, OP_CONT, b"lo", None));
+        wire.extend(server_frame(true, OP_TEXT, &[b'y'; 300], None));
+        wire.extend(server_frame(true, OP_TEXT, b"masked", Some([9, 8, 7, 6])));
+        wire.extend(server_frame(true, OP_CLOSE, &4008u16.to_be_bytes(), None));
+        // Byte by byte: every partial read must be kept.
+        let writer = tokio::spawn(async move {
+            for b in wire {
+                server.write_all(&[b]).await.unwrap();
+            }
+            let mut pong = [0u8; 7];
+            server.read_exact(&mut pong).await.unwrap();
+            server
+        });
+        let text = |m: Incoming| match m {
+            Incoming::Text(t) => t,
+            other => panic!("expected text, got {other:?}"),
+        };
+        assert_eq!(&text(conn.next().await.unwrap())[..], b"hello");
+        assert_eq!(text(conn.next().await.unwrap()).len(), 300);
+        assert_eq!(&text(conn.next().await.unwrap())[..], b"masked");
+        assert!(matches!(
+            conn.next().await.unwrap(),
+            Incoming::Closed(Some(4008))
+        ));
+        assert!(matches!(conn.next().await.unwrap(), Incoming::Closed(None)));
+        let _server = writer.await.unwrap();
+    }
+
     #[test]
     fn server_events_parse_with_a_ref() {
         let text = br#"{"type":"searching","data":{},"ref":"r1"}"#;

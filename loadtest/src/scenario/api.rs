@@ -369,7 +369,10 @@ pub fn link_tokens(page: &str, email: &str) -> Vec<String> {
         .match_indices('@')
         .map(|(at, _)| {
             let is_addr = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
-            let start = lower[..at].rfind(|c: char| !is_addr(c)).map(|p| p + 1).unwrap_or(0);
+            let start = lower[..at]
+                .rfind(|c: char| !is_addr(c))
+                .map(|p| p + 1)
+                .unwrap_or(0);
             let end = lower[at + 1..]
                 .find(|c: char| !is_addr(c))
                 .map(|p| at + 1 + p)
