@@ -324,6 +324,7 @@ function chatView(ctx) {
     const identities = s?.identities ?? null;
     prompt.hidden = !(state === 'pending' && requestedBy === 'partner');
     promptText.textContent = `${alias} wants to reveal identities. Only if you say yes do you both see each other's card.`;
+    if (document.activeElement === revealButton && ['pending', 'answering', 'accepted'].includes(state)) input.focus(); // before it hides: focus would drop to <body>
     revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted';
     revealButton.textContent = state === 'declined' ? 'Ask again' : 'Reveal';
     let status = '';
