@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -86,6 +87,8 @@ struct Row {
     lat: BTreeMap<String, Summary>,
     /// Each watched server process at this second (same order as `--server-pid`).
     procs: Vec<Option<ProcSample>>,
+    /// When `procs` was read, shared clock µs.
+    procs_at_us: u64,
 }
 
 impl Row {
@@ -185,14 +188,29 @@ impl TickMerger {
                     .map(|(k, h)| (k.clone(), Summary::of(h)))
                     .collect(),
                 procs: Vec::new(),
+                procs_at_us: 0,
             });
         }
         rows
     }
 }
 
-fn sample_servers(pids: &[u32]) -> Vec<Option<ProcSample>> {
-    pids.iter().map(|p| sys::sample(*p)).collect()
+/// Server samples by second, taken on the coordinator's own clock so a
+/// worker that reports late does not squeeze the interval they measure.
+type Samples = Arc<Mutex<BTreeMap<u64, (u64, Vec<Option<ProcSample>>)>>>;
+
+fn attach_samples(row: &mut Row, samples: &Samples, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let taken = samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&row.n)
+        .cloned();
+    let (at, procs) = taken.unwrap_or_else(|| (sys::mono_us(), sys::sample_many(pids)));
+    row.procs = procs;
+    row.procs_at_us = at;
 }
 
 pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
@@ -244,6 +262,28 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
         .iter()
         .map(|p| (*p, sys::rss_kib(*p)))
         .collect();
+
+    let samples: Samples = Arc::new(Mutex::new(BTreeMap::new()));
+    let sampler = (!common.server_pids.is_empty()).then(|| {
+        let samples = samples.clone();
+        let pids = common.server_pids.clone();
+        tokio::spawn(async move {
+            for n in 1u64.. {
+                sys::sleep_until_us(start_us + n * 1_000_000).await;
+                let taken = tokio::task::spawn_blocking({
+                    let pids = pids.clone();
+                    move || (sys::mono_us(), sys::sample_many(&pids))
+                })
+                .await;
+                if let Ok(taken) = taken {
+                    samples
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(n, taken);
+                }
+            }
+        })
+    });
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut children = Vec::new();
@@ -377,7 +417,7 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
             }
         }
         for mut row in merger.ready(false) {
-            row.procs = sample_servers(&common.server_pids);
+            attach_samples(&mut row, &samples, &common.server_pids);
             emit_row(
                 &scenario,
                 &timeline,
@@ -392,7 +432,7 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
         }
     }
     for mut row in merger.ready(true) {
-        row.procs = sample_servers(&common.server_pids);
+        attach_samples(&mut row, &samples, &common.server_pids);
         emit_row(
             &scenario,
             &timeline,
@@ -407,6 +447,9 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
     }
     for c in &mut children {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
+    }
+    if let Some(s) = sampler {
+        s.abort();
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
@@ -586,7 +629,8 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
         if let Some((ra, rb)) = window {
             if let (Some(sa), Some(sb)) = (ra.server(), rb.server()) {
                 let cpu = sb.cpu_us.saturating_sub(sa.cpu_us) as f64;
-                server.cpu_percent_steady = Some(cpu / 1e6 / (rb.n - ra.n) as f64 * 100.0);
+                let span_s = rb.procs_at_us.saturating_sub(ra.procs_at_us).max(1) as f64 / 1e6;
+                server.cpu_percent_steady = Some(cpu / 1e6 / span_s * 100.0);
                 let delivered = rb.counts.get("delivered").copied().unwrap_or(0)
                     - ra.counts.get("delivered").copied().unwrap_or(0);
                 if delivered > 0 {
@@ -638,8 +682,14 @@ fn emit_row(
     let cpu_pct =
         (row.client_cpu_us - prev.map(|p| p.client_cpu_us).unwrap_or(0)) as f64 / 1e6 / span
             * 100.0;
-    let server_cpu_pct = match (prev.and_then(|p| p.server()), row.server()) {
-        (Some(a), Some(b)) => Some(b.cpu_us.saturating_sub(a.cpu_us) as f64 / 1e6 / span * 100.0),
+    let server_cpu_pct = match (
+        prev.and_then(|p| p.server().map(|s| (s, p.procs_at_us))),
+        row.server(),
+    ) {
+        (Some((a, a_at)), Some(b)) => {
+            let span_s = row.procs_at_us.saturating_sub(a_at).max(1) as f64 / 1e6;
+            Some(b.cpu_us.saturating_sub(a.cpu_us) as f64 / 1e6 / span_s * 100.0)
+        }
         _ => None,
     };
     let phase = timeline

@@ -129,7 +129,14 @@ pub fn comm(pid: u32) -> String {
 
 /// Sample `pid` and its descendants.
 pub fn sample(pid: u32) -> Option<ProcSample> {
-    let rss_kib = rss_kib(pid)?;
+    sample_many(&[pid]).pop().flatten()
+}
+
+/// Sample each of `pids` (with its descendants) from one pass over /proc.
+pub fn sample_many(pids: &[u32]) -> Vec<Option<ProcSample>> {
+    if pids.is_empty() {
+        return Vec::new();
+    }
     let mut all: Vec<(u32, u32, u64)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -145,25 +152,31 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
             }
         }
     }
-    let mut tree = vec![pid];
-    let mut ticks = 0u64;
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        for &(p, pp, t) in &all {
-            if p == parent {
-                ticks += t;
+    let per_s = clock_ticks_per_s();
+    pids.iter()
+        .map(|&pid| {
+            let rss_kib = rss_kib(pid)?;
+            let mut tree = vec![pid];
+            let mut ticks = 0u64;
+            let mut i = 0;
+            while i < tree.len() {
+                let parent = tree[i];
+                for &(p, pp, t) in &all {
+                    if p == parent {
+                        ticks += t;
+                    }
+                    if pp == parent && p != parent {
+                        tree.push(p);
+                    }
+                }
+                i += 1;
             }
-            if pp == parent && p != parent {
-                tree.push(p);
-            }
-        }
-        i += 1;
-    }
-    Some(ProcSample {
-        rss_kib,
-        cpu_us: ticks * 1_000_000 / clock_ticks_per_s(),
-    })
+            Some(ProcSample {
+                rss_kib,
+                cpu_us: ticks * 1_000_000 / per_s,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
