@@ -9,7 +9,7 @@ use std::sync::Arc;
 use io_protocol::{ClientEvent, Empty, ServerEvent, SessionRef};
 use tokio::task::JoinSet;
 
-use super::talk::{end_leftover, wait_for, Event, Talker};
+use super::talk::{end_leftover, match_of, wait_for, withdraw, Event, Talker};
 use crate::cli::ChatArgs;
 use crate::stats::{Count, Lat};
 use crate::sys;
@@ -78,11 +78,10 @@ async fn user_task(
         ctx.rec.incr(Count::Searches);
         let asked = sys::mono_us();
         let deadline = (asked + (args.match_timeout * 1e6) as u64).min(tl.steady_end_us);
-        let found = wait_for(ctx, &mut conn, &mut talker, deadline, |ev| match ev {
-            ServerEvent::MatchFound(m) => Some((m.session.id, m.user.alias.clone())),
-            _ => None,
-        })
-        .await?;
+        let mut found = wait_for(ctx, &mut conn, &mut talker, deadline, match_of).await?;
+        if found.is_none() {
+            found = withdraw(ctx, &mut conn, &mut talker).await?;
+        }
         let Some((session, partner_alias)) = found else {
             ctx.rec.error(Count::MatchTimeouts, "not matched in time");
             return Ok(None);

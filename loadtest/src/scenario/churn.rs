@@ -15,7 +15,7 @@ use io_protocol::{ClientEvent, Empty, RateData, ServerEvent, SessionRef};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::talk::{end_leftover, wait_for, Talker};
+use super::talk::{end_leftover, match_of, wait_for, withdraw, Talker};
 use crate::cli::ChurnArgs;
 use crate::stats::{Count, Lat};
 use crate::sys;
@@ -124,34 +124,18 @@ async fn one_cycle(
     ctx.rec.incr(Count::Searches);
     let asked = sys::mono_us();
     let match_deadline = asked + (args.match_timeout * 1e6) as u64;
-    let pick = |ev: &ServerEvent| match ev {
-        ServerEvent::MatchFound(m) => Some((m.session.id, m.user.alias.clone())),
-        _ => None,
-    };
     let mut found = wait_for(
         ctx,
         conn,
         talker,
         match_deadline.min(tl.steady_end_us),
-        pick,
+        match_of,
     )
     .await?;
-    if found.is_none() && match_deadline > tl.steady_end_us {
-        // Out of time: withdraw, but a pairing already on its way still counts.
-        conn.send(&ClientEvent::CancelSearch(Empty {}), Some("cancel"))
-            .await?;
-        let until = sys::mono_us() + 2_000_000;
-        let cancelled = wait_for(ctx, conn, talker, until, |ev| match ev {
-            ServerEvent::MatchFound(m) => Some(Some((m.session.id, m.user.alias.clone()))),
-            ServerEvent::SearchCancelled(_) => Some(None),
-            _ => None,
-        })
-        .await?;
-        found = match cancelled {
-            Some(Some(m)) => Some(m),
-            _ => wait_for(ctx, conn, talker, sys::mono_us() + 500_000, pick).await?,
-        };
-        if found.is_none() {
+    if found.is_none() {
+        found = withdraw(ctx, conn, talker).await?;
+        if found.is_none() && match_deadline > tl.steady_end_us {
+            // Out of time, not out of partners.
             return Ok(Cycle::NoMoreTime);
         }
     }

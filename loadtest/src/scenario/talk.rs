@@ -235,3 +235,40 @@ pub async fn end_leftover(
     ctx.note("ended_leftover_sessions", serde_json::Value::Bool(true));
     Ok(())
 }
+
+/// `(session, partner alias)` from a `match_found`.
+pub fn match_of(ev: &ServerEvent) -> Option<(Uuid, String)> {
+    match ev {
+        ServerEvent::MatchFound(m) => Some((m.session.id, m.user.alias.clone())),
+        _ => None,
+    }
+}
+
+/// Stop searching. A pairing already under way still arrives (the partner
+/// would otherwise send into the void), so it is returned if it comes.
+pub async fn withdraw(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    talker: &mut Talker,
+) -> Result<Option<(Uuid, String)>, WsError> {
+    conn.send(
+        &ClientEvent::CancelSearch(io_protocol::Empty {}),
+        Some("cancel"),
+    )
+    .await?;
+    let answer = wait_for(
+        ctx,
+        conn,
+        talker,
+        sys::mono_us() + 2_000_000,
+        |ev| match ev {
+            ServerEvent::SearchCancelled(_) => Some(None),
+            other => match_of(other).map(Some),
+        },
+    )
+    .await?;
+    match answer {
+        Some(Some(m)) => Ok(Some(m)),
+        _ => wait_for(ctx, conn, talker, sys::mono_us() + 500_000, match_of).await,
+    }
+}
