@@ -308,7 +308,7 @@ pub struct ClientMsgId(String);
 
 impl ClientMsgId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.is_empty() || raw.len() > 64 || raw.chars().any(|c| c.is_control()) {
+        if raw.is_empty() || raw.chars().count() > 64 || raw.chars().any(|c| c.is_control()) {
             return Err(Invalid::new(
                 "clientMsgId",
                 "must be 1 to 64 printable characters",

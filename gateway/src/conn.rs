@@ -16,7 +16,6 @@ use io_domain::types::{SessionId, UserId};
 use io_domain::{Actor, ChatError};
 use io_protocol::*;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 
 use crate::registry::{Control, Handle, Out};
 use crate::Inner;
@@ -53,7 +52,9 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     read.set_auto_pong(false);
     read.set_max_message_size(inner.config.max_message_bytes);
 
-    let user = match join(&inner, &mut read).await {
+    // The one-off steps are boxed so their state does not stay in this
+    // task's future for the socket's whole life.
+    let user = match Box::pin(join(&inner, &mut read)).await {
         Ok(user) => user,
         Err(code) => {
             let reason = close_reason_label(code, true);
@@ -65,17 +66,19 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     metrics::counter!("io_gateway_connects_total").increment(1);
 
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(inner.config.send_queue);
-    let control = Arc::new(Control::new(inner.stop.child_token(), now_ms()));
+    let control = Arc::new(Control::new(
+        inner.stop.child_token(),
+        inner.config.send_queue,
+        now_ms(),
+    ));
     let handle = Handle {
         id,
         user,
-        tx,
         control: control.clone(),
     };
 
     // `connected` is the first frame the client sees.
-    match connected_frame(&inner, user).await {
+    match Box::pin(connected_frame(&inner, user)).await {
         Ok(frame) => handle.push(Out::Text {
             payload: frame,
             at_ms: None,
@@ -89,10 +92,10 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     }
     let first_here = inner.registry.add(handle.clone());
     if first_here {
-        crate::node::user_arrived(&inner, user).await;
+        Box::pin(crate::node::user_arrived(&inner, user)).await;
     }
 
-    let writer = tokio::spawn(write_loop(w, rx, control.clone()));
+    let writer = tokio::spawn(write_loop(w, control.clone()));
     let peer_code = read_loop(&inner, &mut read, &handle).await;
     control.close(peer_code.unwrap_or(CLOSE_NORMAL));
     let server_code = control.close_code();
@@ -103,7 +106,7 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     metrics::counter!("io_gateway_disconnects_total", "reason" => reason).increment(1);
 
     if inner.registry.remove(user, id) {
-        crate::node::user_left(&inner, user).await;
+        Box::pin(crate::node::user_left(&inner, user)).await;
     }
     drop(handle);
     let _ = writer.await;
@@ -257,7 +260,9 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
             send_error(me, reference.as_deref(), "RATE_LIMITED", "slow down");
             continue;
         }
-        handle_text(inner, me, &actor, &text).await;
+        // Boxed: the handling future is large and exists only while a frame
+        // is being handled, so an idle socket's task stays small.
+        Box::pin(handle_text(inner, me, &actor, &text)).await;
     }
 }
 
@@ -365,19 +370,17 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Drain the send queue to the socket, several frames per write, until the
 /// socket is closed; then send what is still queued (unless the peer is the
 /// reason: a slow consumer) and the close frame.
-async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Out>, control: Arc<Control>) {
-    let mut buf = Vec::new();
-    let mut published: Vec<i64> = Vec::new();
+async fn write_loop(mut w: Writer, control: Arc<Control>) {
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = control.closed.cancelled() => break,
-            item = rx.recv() => match item {
-                Some(item) => item,
-                None => break,
-            },
-        };
-        if !write_batch(&mut w, first, &mut rx, &mut buf, &mut published).await {
+        let batch = control.take_all();
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = control.closed.cancelled() => break,
+                _ = control.wait_ready() => continue,
+            }
+        }
+        if !write_batch(&mut w, batch).await {
             control.close(CLOSE_ABNORMAL);
             return;
         }
@@ -391,53 +394,44 @@ async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Out>, control: Arc<Con
     }
     if code != CLOSE_TOO_SLOW {
         // Answers already queued (an error before a 4429, say) go out first.
-        while let Ok(item) = rx.try_recv() {
-            if !write_batch(&mut w, item, &mut rx, &mut buf, &mut published).await {
-                return;
-            }
+        let rest = control.take_all();
+        if !rest.is_empty() && !write_batch(&mut w, rest).await {
+            return;
         }
     }
     let _ = tokio::time::timeout(WRITE_TIMEOUT, write_close(&mut w, code)).await;
 }
 
-/// Write `first` and whatever else is queued in one write. `false` when the
-/// peer is gone or too slow to take it within the timeout.
-async fn write_batch(
-    w: &mut Writer,
-    first: Out,
-    rx: &mut mpsc::Receiver<Out>,
-    buf: &mut Vec<u8>,
-    published: &mut Vec<i64>,
-) -> bool {
-    buf.clear();
-    published.clear();
-    let mut frames = 1u64;
-    encode_out(&first, buf, published);
-    while buf.len() < 64 * 1024 {
-        match rx.try_recv() {
-            Ok(next) => {
-                frames += 1;
-                encode_out(&next, buf, published);
-            }
-            Err(_) => break,
-        }
-    }
+/// Write a batch of frames in as few writes as possible. `false` when the
+/// peer is gone or too slow to take them within the timeout.
+async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> bool {
+    let frames = batch.len() as u64;
     metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(buf)).await {
-        Ok(Ok(())) => {}
-        _ => return false,
+    let mut buf = Vec::new();
+    let mut published = Vec::new();
+    let mut bytes = 0u64;
+    let mut batch = batch.into_iter().peekable();
+    while batch.peek().is_some() {
+        buf.clear();
+        while buf.len() < 64 * 1024 {
+            match batch.next() {
+                Some(out) => encode_out(&out, &mut buf, &mut published),
+                None => break,
+            }
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&buf)).await {
+            Ok(Ok(())) => bytes += buf.len() as u64,
+            _ => return false,
+        }
     }
     metrics::counter!("io_gateway_frames_out_total").increment(frames);
-    metrics::counter!("io_gateway_bytes_out_total").increment(buf.len() as u64);
+    metrics::counter!("io_gateway_bytes_out_total").increment(bytes);
     if !published.is_empty() {
         let now = chrono::Utc::now().timestamp_millis();
-        for at in published.iter() {
-            metrics::histogram!("io_gateway_delivery_seconds").record((now - at).max(0) as f64 / 1000.0);
+        let histogram = metrics::histogram!("io_gateway_delivery_seconds");
+        for at in published {
+            histogram.record((now - at).max(0) as f64 / 1000.0);
         }
-    }
-    // A large burst may have grown the buffer; do not keep it while idle.
-    if buf.capacity() > 16 * 1024 {
-        *buf = Vec::new();
     }
     true
 }

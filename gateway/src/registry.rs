@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use io_domain::types::UserId;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What a socket's writer task sends.
@@ -24,9 +26,18 @@ pub enum Out {
     Pong(Bytes),
 }
 
-/// Out-of-band control of a socket, usable even when its queue is full.
+/// One socket's shared state: its send queue and its out-of-band close.
+///
+/// The queue is a `VecDeque` behind a mutex rather than a channel because
+/// an empty `VecDeque` holds no allocation: tens of thousands of idle
+/// sockets cost nothing here, and a burst allocates only while it lasts.
 #[derive(Debug)]
 pub struct Control {
+    queue: Mutex<VecDeque<Out>>,
+    /// Wakes the writer when the queue gets something.
+    ready: Notify,
+    /// Frames queued before the socket counts as a slow consumer.
+    capacity: usize,
     /// The close code the server chose, 0 while open.
     pub close_code: AtomicU16,
     /// Cancelled when the socket must end; wakes both of its tasks.
@@ -36,8 +47,11 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(closed: CancellationToken, now_ms: u64) -> Self {
+    pub fn new(closed: CancellationToken, capacity: usize, now_ms: u64) -> Self {
         Control {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity,
             close_code: AtomicU16::new(0),
             closed,
             last_seen_ms: AtomicU64::new(now_ms),
@@ -58,6 +72,29 @@ impl Control {
     pub fn close_code(&self) -> u16 {
         self.close_code.load(Ordering::Acquire)
     }
+
+    /// Queue a frame; `false` if the queue is full.
+    fn enqueue(&self, out: Out) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= self.capacity {
+            return false;
+        }
+        queue.push_back(out);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Everything queued, leaving the queue empty (and unallocated).
+    pub fn take_all(&self) -> VecDeque<Out> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wait until something is queued (returns at once if a wake-up is
+    /// pending).
+    pub async fn wait_ready(&self) {
+        self.ready.notified().await
+    }
 }
 
 /// A handle to one socket.
@@ -65,7 +102,6 @@ impl Control {
 pub struct Handle {
     pub id: u64,
     pub user: UserId,
-    pub tx: mpsc::Sender<Out>,
     pub control: Arc<Control>,
 }
 
@@ -73,15 +109,12 @@ impl Handle {
     /// Queue a frame; a full queue marks the socket a slow consumer and
     /// closes it with 4008 rather than growing memory or blocking others.
     pub fn push(&self, out: Out) {
-        match self.tx.try_send(out) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.control.close_code() == 0 {
-                    metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
-                }
-                self.control.close(crate::conn::CLOSE_TOO_SLOW);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if self.control.close_code() != 0 {
+            return;
+        }
+        if !self.control.enqueue(out) {
+            metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
+            self.control.close(crate::conn::CLOSE_TOO_SLOW);
         }
     }
 }
