@@ -349,7 +349,9 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
     let live = !common.quiet && std::io::stderr().is_terminal();
     let bar = if live {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(250));
         Some(bar)
     } else {
@@ -731,21 +733,31 @@ fn emit_row(
         .iter()
         .map(|c| row.counts.get(c.name()).copied().unwrap_or(0))
         .sum();
+    let rates = match scenario {
+        Scenario::Connect(_) => format!("conn/s {:>5}", delta("connects")),
+        Scenario::Chat(_) => format!(
+            "sent/s {:>6} dlv/s {:>6}",
+            delta("sent"),
+            delta("delivered")
+        ),
+        Scenario::Churn(_) => format!(
+            "cycles/s {:>4} dlv/s {:>5}",
+            delta("cycles"),
+            delta("delivered")
+        ),
+        Scenario::Api(_) => format!("req/s {:>5}", delta("http_requests")),
+    };
     let line = format!(
-        "{phase:<6} {:>4}/{:.0}s  sockets {:>6}  conn/s {:>5}  sent/s {:>6}  dlv/s {:>6}  req/s {:>5}  cycles/s {:>4}  p99 {} {}  errors {}  cpu {:.0}%{}",
+        "{phase:<6} {:>3}/{:.0}s open {:>6} {rates} p99 {} {} err {errors} cpu {:.0}%{}",
         row.n,
         total_s,
         row.open,
-        delta("connects"),
-        delta("sent"),
-        delta("delivered"),
-        delta("http_requests"),
-        delta("cycles"),
         head.name(),
         p99,
-        errors,
         cpu_pct,
-        server_cpu_pct.map(|v| format!("  server cpu {v:.0}%")).unwrap_or_default(),
+        server_cpu_pct
+            .map(|v| format!(" srv {v:.0}%"))
+            .unwrap_or_default(),
     );
     match bar {
         Some(b) => b.set_message(line),

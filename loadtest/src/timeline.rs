@@ -34,9 +34,12 @@ impl Timeline {
         let ramp_end_us = start_us + (ramp_s * S) as u64;
         let steady_end_us = ramp_end_us + (c.duration.max(0.0) * S) as u64;
         let mut drain_s = c.drain.max(0.0);
-        if let Scenario::Churn(a) = scenario {
+        match scenario {
+            // Sockets close when the hold ends: nothing is outstanding.
+            Scenario::Connect(_) => drain_s = 0.0,
             // A cycle under way when the steady phase ends may still need its steps.
-            drain_s = drain_s.max(4.0 * a.step_timeout);
+            Scenario::Churn(a) => drain_s = drain_s.max(4.0 * a.step_timeout),
+            _ => {}
         }
         let drain_end_us = steady_end_us + (drain_s * S) as u64;
         let planned_s = (drain_end_us - start_us) as f64 / S;
