@@ -29,9 +29,9 @@ export const DESKTOP = { width: 1280, height: 800 };
 export const PHONE = { width: 390, height: 844 };
 
 /** How long a user-visible change may take (matching, a message, a reconnect). */
-export const STEP_MS = 10_000;
+export const STEP_MS = 15_000;
 /** Budget of one test. */
-export const TEST_MS = 60_000;
+export const TEST_MS = 90_000;
 
 /** Aliases the server accepts (onboarding checks the same). */
 export const ALIAS_RE = /^[A-Za-z0-9_]{3,24}$/;
@@ -234,6 +234,7 @@ export async function onboard(user, gender, { card = null, onScreen = async () =
 /** A new signed-in, onboarded user in its own context. */
 export async function readyUser(browser, name, gender, options = {}) {
   const user = await newUser(browser, name, options);
+  await options.setup?.(user);
   await signIn(user, uniqueEmail(name), options);
   await onboard(user, gender, options);
   return user;

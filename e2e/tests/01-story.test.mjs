@@ -19,7 +19,6 @@ import {
   seeText,
   seeVisible,
   shownMessages,
-  typeAndSend,
 } from '../lib/harness.mjs';
 
 let browser;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { DESKTOP, PHONE, SCREENSHOTS, launchBrowser } from '../lib/harness.mjs';
+import { DESKTOP, PHONE, SCREENSHOTS, TEST_MS, launchBrowser } from '../lib/harness.mjs';
 import { SCREENS, tour } from '../lib/tour.mjs';
 
 const SIZES = [
@@ -41,7 +41,7 @@ async function toTop(page) {
   await settle(page);
 }
 
-test('screenshots of every screen at desktop and phone width', { timeout: 90_000 }, async (t) => {
+test('screenshots of every screen at desktop and phone width', { timeout: TEST_MS }, async (t) => {
   const written = [];
   const overflow = [];
   await tour(browser, 'shots', async (user, screen) => {

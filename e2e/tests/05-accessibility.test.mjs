@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { eventually, launchBrowser } from '../lib/harness.mjs';
+import { TEST_MS, eventually, launchBrowser } from '../lib/harness.mjs';
 import { SCREENS, tour } from '../lib/tour.mjs';
 
 let browser;
@@ -75,7 +75,7 @@ async function unnamedControls(cdp) {
   return { checked, unnamed };
 }
 
-test('every screen: named controls, one h1, a live region that speaks, focus placed', { timeout: 90_000 }, async (t) => {
+test('every screen: named controls, one h1, a live region that speaks, focus placed', { timeout: TEST_MS }, async (t) => {
   const cdps = new Map();
   const problems = [];
   const outlineNotes = [];
@@ -142,7 +142,7 @@ test('every screen: named controls, one h1, a live region that speaks, focus pla
           await eventually(`the live region to say "${expected}" on ${where}`, async () =>
             (await page.evaluate(() => window.__announced ?? [])).some((s) => s.includes(expected)),
           );
-        } catch (e) {
+        } catch {
           const said = await page.evaluate(() => window.__announced ?? []);
           problems.push(`${where}: live region never said "${expected}" (said ${JSON.stringify(said)})`);
         }
