@@ -18,8 +18,13 @@
 //! 5. `queue_leave` the paired users, then hand the sessions to the
 //!    announcer.
 //!
-//! Between rounds a presence sweep checks every queued user every
-//! `offline_grace / 4` and drops those offline for longer than the grace.
+//! Between rounds presence sweeps keep the offline marks current: every
+//! `offline_grace / 2` all queued users are checked (starting the offline
+//! clock of those who left silently), every `offline_grace / 8` only those
+//! marked offline (to notice a return quickly, and to drop them once
+//! offline for longer than the grace). Checking all 100,000 users of a big
+//! queue costs a few hundred milliseconds of pipelined Redis reads, so the
+//! full sweep stays rare; pairs are checked right before commit anyway.
 //!
 //! Every step that fails with a bus or store error is retried on the next
 //! round; a failed change feed (including one that fell behind the capped
@@ -163,7 +168,10 @@ impl<'a> Term<'a> {
             return stop;
         }
         let grace = self.matcher.config.offline_grace;
-        let sweep_every = (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+        let full_sweep_every =
+            (grace / 2).clamp(Duration::from_millis(250), Duration::from_secs(10));
+        let offline_sweep_every =
+            (grace / 8).clamp(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let mut cursor = loop {
                 if shutdown.is_cancelled() {
@@ -184,7 +192,8 @@ impl<'a> Term<'a> {
             self.publish_gauges();
             let mut dirty = true;
             let mut next_round = Instant::now();
-            let mut next_sweep = Instant::now() + sweep_every;
+            let mut next_full_sweep = Instant::now() + full_sweep_every;
+            let mut next_sweep = Instant::now() + offline_sweep_every;
             while !self.resync {
                 if shutdown.is_cancelled() {
                     return Stop::Shutdown;
@@ -207,12 +216,16 @@ impl<'a> Term<'a> {
                     }
                 }
                 if Instant::now() >= next_sweep {
-                    match self.sweep(grace).await {
+                    let full = Instant::now() >= next_full_sweep;
+                    match self.sweep(full, grace).await {
                         Ok(back_online) => dirty |= back_online,
                         Err(Failure::Stop(stop)) => return stop,
                         Err(Failure::Retry { step, error }) => self.failed(step, &error),
                     }
-                    next_sweep = Instant::now() + sweep_every;
+                    next_sweep = Instant::now() + offline_sweep_every;
+                    if full {
+                        next_full_sweep = Instant::now() + full_sweep_every;
+                    }
                 }
                 let wait = if dirty {
                     MIN_WAIT
@@ -284,17 +297,21 @@ impl<'a> Term<'a> {
         if !suspects.is_empty() {
             self.clear_active(&suspects).await;
         }
+        let loaded = started.elapsed();
 
         let mut more = false;
+        let mut pairing_time = Duration::ZERO;
         let mut seen_online: HashSet<UserId> = HashSet::new();
         let mut pairs = Vec::new();
         for attempt in 1..=PRESENCE_ATTEMPTS {
             let index = &self.index;
+            let pairing_started = Instant::now();
             pairs = pairing::pair(
                 &index.buckets(&HashSet::new()),
                 |a, b| index.met(a, b),
                 MAX_PAIRS_PER_ROUND,
             );
+            pairing_time += pairing_started.elapsed();
             more |= pairs.len() == MAX_PAIRS_PER_ROUND;
             let unchecked: Vec<UserId> = pairs
                 .iter()
@@ -327,10 +344,23 @@ impl<'a> Term<'a> {
                 more = true;
             }
         }
+        let planned = started.elapsed();
         if !pairs.is_empty() {
             more |= self.commit(&pairs).await?;
         }
-        metrics::histogram!(telemetry::ROUND_SECONDS).record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!(telemetry::ROUND_SECONDS).record(took.as_secs_f64());
+        if !pairs.is_empty() {
+            tracing::debug!(
+                queued = self.index.len(),
+                pairs = pairs.len(),
+                load_ms = loaded.as_millis() as u64,
+                pairing_ms = pairing_time.as_millis() as u64,
+                presence_ms = (planned - loaded - pairing_time).as_millis() as u64,
+                commit_ms = (took - planned).as_millis() as u64,
+                "matcher: round"
+            );
+        }
         Ok(more)
     }
 
@@ -595,11 +625,15 @@ impl<'a> Term<'a> {
         }
     }
 
-    /// Check every queued user's presence; drop those offline for longer
-    /// than `grace`. Returns whether someone came back online (a round
-    /// should follow).
-    async fn sweep(&mut self, grace: Duration) -> Result<bool, Failure> {
-        let users: Vec<UserId> = self.index.users().collect();
+    /// Check the presence of every queued user (`full`) or of those marked
+    /// offline; drop those offline for longer than `grace`. Returns whether
+    /// someone came back online (a round should follow).
+    async fn sweep(&mut self, full: bool, grace: Duration) -> Result<bool, Failure> {
+        let users: Vec<UserId> = if full {
+            self.index.users().collect()
+        } else {
+            self.index.offline_users()
+        };
         let online = self.online(&users).await?;
         let now = Instant::now();
         let mut back_online = false;

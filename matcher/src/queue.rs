@@ -92,6 +92,19 @@ impl QueueIndex {
         self.slots.get_mut(&user)
     }
 
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Users marked offline.
+    pub fn offline_users(&self) -> Vec<UserId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.offline_since.is_some())
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
     pub fn users(&self) -> impl Iterator<Item = UserId> + '_ {
         self.slots.keys().copied()
     }
@@ -254,6 +267,7 @@ mod tests {
         let t0 = Instant::now();
         q.saw(a.user, false, t0);
         q.saw(a.user, false, t0 + Duration::from_secs(5));
+        assert_eq!(q.offline_users(), vec![a.user]);
         assert_eq!(all_users(&q.buckets(&HashSet::new())), vec![b.user]);
         assert!(q
             .offline_longer_than(Duration::from_secs(10), t0 + Duration::from_secs(9))
