@@ -12,7 +12,12 @@ use io_domain::types::{Alias, Email, Gender, Seeking};
 use crate::config::{Role, Settings};
 
 /// Create `count` verified users for load tests and write their tokens.
-pub async fn provision_users(s: &Settings, count: u32, out: &Path, prefix: &str) -> anyhow::Result<()> {
+pub async fn provision_users(
+    s: &Settings,
+    count: u32,
+    out: &Path,
+    prefix: &str,
+) -> anyhow::Result<()> {
     let store = io_store::connect(&s.database_url)
         .await
         .context("cannot open the store (IO_DATABASE_URL)")?;
@@ -29,7 +34,11 @@ pub async fn provision_users(s: &Settings, count: u32, out: &Path, prefix: &str)
             .map_err(|e| anyhow::anyhow!("bad --prefix: {e}"))?;
         let alias = Alias::parse(&format!("load_{run}_{n}")).unwrap_or_else(|_| Alias::generate());
         let user = store.upsert_user(&email, &alias, now).await?;
-        let gender = if n % 2 == 0 { Gender::Dude } else { Gender::Girl };
+        let gender = if n % 2 == 0 {
+            Gender::Dude
+        } else {
+            Gender::Girl
+        };
         store
             .update_profile(
                 user.id,

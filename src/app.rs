@@ -55,7 +55,8 @@ pub fn check_requirements(role: Role, s: &Settings) -> anyhow::Result<()> {
     if !(s.database_url.starts_with("postgres://") || s.database_url.starts_with("postgresql://")) {
         bail!("`io {name}` needs Postgres: set IO_DATABASE_URL=postgres://… (SQLite only works under `io all`)");
     }
-    if matches!(role, Role::Api | Role::Gateway) && s.jwt_secret.as_deref().unwrap_or("").len() < 32 {
+    if matches!(role, Role::Api | Role::Gateway) && s.jwt_secret.as_deref().unwrap_or("").len() < 32
+    {
         bail!("`io {name}` needs IO_JWT_SECRET (at least 32 characters, the same on every api and gateway node)");
     }
     Ok(())
@@ -76,7 +77,9 @@ pub(crate) fn jwt_secret(role: Role, s: &Settings) -> anyhow::Result<Vec<u8>> {
     let path = match sqlite_path(&s.database_url) {
         Some(db) => PathBuf::from(format!("{}.jwt-secret", db.display())),
         None => {
-            tracing::warn!("no IO_JWT_SECRET: using a random one for this run; sign-ins end at restart");
+            tracing::warn!(
+                "no IO_JWT_SECRET: using a random one for this run; sign-ins end at restart"
+            );
             return Ok(io_auth::random_token().into_bytes());
         }
     };
@@ -113,7 +116,9 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 /// The file of a `sqlite://path[?…]` URL.
 fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
@@ -152,13 +157,27 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the store and the bus answer (and a gateway is not draining).
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     let timeout = Duration::from_secs(2);
-    let store_ok = matches!(tokio::time::timeout(timeout, h.store.ping()).await, Ok(Ok(())));
-    let bus_ok = matches!(tokio::time::timeout(timeout, h.bus.ping()).await, Ok(Ok(())));
-    metrics::gauge!("io_dependency_up", "dependency" => "store").set(if store_ok { 1.0 } else { 0.0 });
+    let store_ok = matches!(
+        tokio::time::timeout(timeout, h.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let bus_ok = matches!(
+        tokio::time::timeout(timeout, h.bus.ping()).await,
+        Ok(Ok(()))
+    );
+    metrics::gauge!("io_dependency_up", "dependency" => "store").set(if store_ok {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!("io_dependency_up", "dependency" => "bus").set(if bus_ok { 1.0 } else { 0.0 });
     let gateway_ok = h.gateway.as_ref().map(|g| g.is_ready()).unwrap_or(true);
     let ok = store_ok && bus_ok && gateway_ok;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(serde_json::json!({
@@ -186,6 +205,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<Running> {
     check_requirements(role, &s)?;
     let node = s.node_id();
     let metrics_handle = telemetry::init_metrics(role.as_str(), &node);
+    telemetry::register_known_metrics(role);
 
     let store = io_store::connect_with(
         &s.database_url,
@@ -295,7 +315,10 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<Running> {
         bus,
         gateway,
     };
-    tasks.push(tokio::spawn(watch_dependencies(health.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(watch_dependencies(
+        health.clone(),
+        shutdown.clone(),
+    )));
     let app = app
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(health));
@@ -392,7 +415,10 @@ mod tests {
     #[test]
     fn sqlite_paths_and_redaction() {
         assert_eq!(sqlite_path("sqlite://io.db"), Some(PathBuf::from("io.db")));
-        assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
         assert_eq!(sqlite_path("postgres://x"), None);
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     }

@@ -148,7 +148,12 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
 
     /// Earlier secrets (comma list) whose tokens still verify during a key rotation.
-    #[arg(long, env = "IO_JWT_PREVIOUS_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IO_JWT_PREVIOUS_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub jwt_previous_secrets: Vec<String>,
 
     /// Base URL used in magic links.
@@ -296,7 +301,10 @@ mod tests {
     #[test]
     fn origin_of_public_url() {
         assert_eq!(origin_of("http://localhost:8080"), "http://localhost:8080");
-        assert_eq!(origin_of("https://chat.example.org/x/y"), "https://chat.example.org");
+        assert_eq!(
+            origin_of("https://chat.example.org/x/y"),
+            "https://chat.example.org"
+        );
     }
 
     #[test]
