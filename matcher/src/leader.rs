@@ -267,7 +267,16 @@ impl<'a> Term<'a> {
         match store.create_sessions(self.token, &[], Utc::now()).await {
             Ok(_) => Ok(()),
             Err(StoreError::StaleLeader) => {
+                // A higher token reached the store already: we were paused
+                // past the lease before getting here, or the bus's fence
+                // counter is behind the store's (Redis lost it). Each new
+                // lease mints a higher token, so campaigning again catches up.
                 metrics::counter!(telemetry::STALE_LEADER).increment(1);
+                tracing::warn!(
+                    token = self.token.0,
+                    "matcher: the store refused a new lease's token: a later leader wrote \
+                     already, or the bus fence counter is behind the store's"
+                );
                 Err(Stop::Stale)
             }
             Err(e) => {

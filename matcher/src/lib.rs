@@ -92,7 +92,18 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Matcher {
     /// A matcher using `chat`'s store and bus.
-    pub fn new(chat: Arc<Chat>, config: MatcherConfig) -> Self {
+    pub fn new(chat: Arc<Chat>, mut config: MatcherConfig) -> Self {
+        if config.renew_every * 2 > config.lease_ttl {
+            // One late renewal would cost the lease and leaders would flap.
+            let renew_every = config.lease_ttl / 3;
+            tracing::warn!(
+                ?config.renew_every,
+                ?config.lease_ttl,
+                ?renew_every,
+                "matcher: renewing less than twice per lease; renewing every third of it instead"
+            );
+            config.renew_every = renew_every;
+        }
         telemetry::describe();
         metrics::gauge!(telemetry::IS_LEADER).set(0.0);
         Matcher {
@@ -182,11 +193,11 @@ impl Matcher {
             }
             other => tracing::warn!(token = token.0, reason = %other, "matcher: stepped down"),
         }
-        // A clean stop hands over at once. After an error the lease may
-        // still be ours; giving it up lets a healthier standby lead sooner.
-        // Release acts only on our own holder and token, so it cannot drop
-        // a successor's lease.
-        if !matches!(stop, leader::Stop::Stale | leader::Stop::LeaseTaken) {
+        // A clean stop hands over at once. After an error, or a refused
+        // token, the lease may still be ours; giving it up lets another
+        // campaign (with a higher token) start sooner. Release acts only on
+        // our own holder and token, so it cannot drop a successor's lease.
+        if stop != leader::Stop::LeaseTaken {
             let release = self.chat.bus().release_lease(&self.config.holder, token);
             match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
                 Ok(Ok(())) => {}

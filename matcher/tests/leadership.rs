@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use common::flaky::{FlakyBus, Renewals};
 use common::*;
 use io_domain::ports::StoreError;
 use io_domain::types::{Gender, Seeking, UserId};
@@ -22,34 +23,6 @@ fn config(holder: &str) -> MatcherConfig {
     }
 }
 
-/// `n` dudes seeking girls and `n` girls seeking dudes, online.
-async fn couples(world: &World, n: usize) -> Result<Vec<TestUser>> {
-    let mut classes = vec![(Gender::Dude, Seeking::Girl); n];
-    classes.extend(vec![(Gender::Girl, Seeking::Dude); n]);
-    let users = world.users(&classes).await?;
-    for u in &users {
-        world.online(u).await?;
-    }
-    Ok(users)
-}
-
-async fn search_all(world: &World, users: &[TestUser]) -> Result<()> {
-    let searches = users.iter().map(|u| world.find_match(u));
-    for ok in futures::future::try_join_all(searches).await? {
-        ensure!(ok, "a fresh user was refused a search");
-    }
-    Ok(())
-}
-
-async fn all_in_sessions(world: &World, users: &[TestUser]) -> Result<bool> {
-    for u in users {
-        if world.active_session(u.id).await?.is_none() {
-            return Ok(false);
-        }
-    }
-    Ok(world.queued().await?.is_empty())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
     let world = World::redis_postgres().await;
@@ -62,10 +35,10 @@ async fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(!b.matcher.is_leader(), "two leaders at once");
 
-    let first = couples(&world, 100).await?;
-    search_all(&world, &first).await?;
+    let first = world.couples(100).await?;
+    world.search_all(&first).await?;
     eventually(Duration::from_secs(30), "the first batch is paired", || {
-        all_in_sessions(&world, &first)
+        world.all_in_sessions(&first)
     })
     .await?;
     ensure!(
@@ -75,8 +48,8 @@ async fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
 
     // The second batch arrives as the leader dies: it may be mid-round,
     // or never see them at all.
-    let second = couples(&world, 150).await?;
-    search_all(&world, &second).await?;
+    let second = world.couples(150).await?;
+    world.search_all(&second).await?;
     let killed = tokio::time::Instant::now();
     a.kill().await;
 
@@ -91,7 +64,7 @@ async fn standby_takes_over_when_the_leader_is_killed() -> Result<()> {
     eventually(
         Duration::from_secs(30),
         "the second batch is paired",
-        || all_in_sessions(&world, &second),
+        || world.all_in_sessions(&second),
     )
     .await?;
     let everyone: Vec<TestUser> = first.iter().chain(&second).copied().collect();
@@ -121,15 +94,15 @@ async fn deposed_leader_is_refused_by_the_store() -> Result<()> {
         Ok(heir.matcher.is_leader())
     })
     .await?;
-    let pair = couples(&world, 1).await?;
-    search_all(&world, &pair).await?;
+    let pair = world.couples(1).await?;
+    world.search_all(&pair).await?;
     eventually(Duration::from_secs(10), "the heir pairs", || {
-        all_in_sessions(&world, &pair)
+        world.all_in_sessions(&pair)
     })
     .await?;
 
     // The paused leader wakes up and commits the round it had planned.
-    let [x, y] = <[TestUser; 2]>::try_from(couples(&world, 1).await?)
+    let [x, y] = <[TestUser; 2]>::try_from(world.couples(1).await?)
         .ok()
         .context("two")?;
     let now = chrono::Utc::now();
@@ -201,8 +174,8 @@ async fn leader_stops_pairing_as_soon_as_its_lease_is_gone() -> Result<()> {
     .await?;
 
     // Nobody pairs while the intruder (which does not pair) holds it.
-    let pair = couples(&world, 1).await?;
-    search_all(&world, &pair).await?;
+    let pair = world.couples(1).await?;
+    world.search_all(&pair).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(
         world.active_session(pair[0].id).await?.is_none(),
@@ -212,7 +185,7 @@ async fn leader_stops_pairing_as_soon_as_its_lease_is_gone() -> Result<()> {
     // Once it is released, the matcher leads again and pairs them.
     world.bus.release_lease("intruder", intruder).await?;
     eventually(Duration::from_secs(10), "it pairs again", || {
-        all_in_sessions(&world, &pair)
+        world.all_in_sessions(&pair)
     })
     .await?;
     ensure!(m.matcher.is_leader());
@@ -243,8 +216,8 @@ async fn shutdown_releases_the_lease_at_once() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_left_in_the_queue_by_a_dead_leader_is_announced_and_cleared() -> Result<()> {
     let world = World::memory_sqlite().await;
-    let users = couples(&world, 2).await?;
-    search_all(&world, &users).await?;
+    let users = world.couples(2).await?;
+    world.search_all(&users).await?;
     let (x, y) = (users[0], users[2]);
 
     // A leader commits a session and dies before `queue_leave` and
@@ -266,7 +239,7 @@ async fn a_session_left_in_the_queue_by_a_dead_leader_is_announced_and_cleared()
     eventually(
         Duration::from_secs(10),
         "everyone paired, the queue empty",
-        || all_in_sessions(&world, &users),
+        || world.all_in_sessions(&users),
     )
     .await?;
     ensure!(world.active_session(x.id).await? == Some(committed.clone()));
@@ -324,5 +297,92 @@ async fn offline_users_are_skipped_then_dropped_after_the_grace() -> Result<()> 
     let partners = check_sessions(&world, &[dude, gone, here], &Default::default()).await?;
     ensure!(partners.get(&dude.id) == Some(&vec![here.id]));
     m.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_steps_down_when_the_lease_cannot_be_renewed() -> Result<()> {
+    let world = World::memory_sqlite().await;
+    let bus = FlakyBus::new(world.bus.clone());
+    let cfg = quick_config("cut-off");
+    let m = Running::start(world.chat_over(bus.clone()), cfg.clone());
+    eventually(Duration::from_secs(5), "it leads", || async {
+        Ok(m.matcher.is_leader())
+    })
+    .await?;
+
+    // Redis becomes unreachable for this node's lease calls.
+    bus.set(Renewals::Fail);
+    eventually(
+        cfg.renew_every + Duration::from_secs(1),
+        "it steps down",
+        || async { Ok(!m.matcher.is_leader()) },
+    )
+    .await?;
+    let pair = world.couples(1).await?;
+    world.search_all(&pair).await?;
+    tokio::time::sleep(cfg.lease_ttl).await;
+    ensure!(!m.matcher.is_leader(), "it led without a lease");
+    ensure!(
+        world.active_session(pair[0].id).await?.is_none(),
+        "paired without a lease"
+    );
+
+    // Back in touch: its old lease has run out, it campaigns and pairs.
+    bus.set(Renewals::PassThrough);
+    eventually(Duration::from_secs(10), "it pairs again", || {
+        world.all_in_sessions(&pair)
+    })
+    .await?;
+    m.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_that_believes_it_leads_is_fenced_off() -> Result<()> {
+    let world = World::memory_sqlite().await;
+    let bus = FlakyBus::new(world.bus.clone());
+    let cfg = quick_config("partitioned");
+    let victim = Running::start(world.chat_over(bus.clone()), cfg.clone());
+    eventually(Duration::from_secs(5), "it leads", || async {
+        Ok(victim.matcher.is_leader())
+    })
+    .await?;
+
+    // Its renewals stop reaching the bus but look successful to it; the
+    // real lease runs out and a new leader takes it and presents its token.
+    bus.set(Renewals::Believe);
+    tokio::time::sleep(cfg.lease_ttl + Duration::from_millis(300)).await;
+    let heir = world
+        .bus
+        .acquire_lease("heir", Duration::from_secs(60))
+        .await?
+        .context("the lease ran out")?;
+    world
+        .store()
+        .create_sessions(heir, &[], chrono::Utc::now())
+        .await?;
+    ensure!(
+        victim.matcher.is_leader(),
+        "it should still believe it leads"
+    );
+
+    // It pairs the next users it sees; the store refuses, and it steps down.
+    let pair = world.couples(1).await?;
+    world.search_all(&pair).await?;
+    eventually(
+        Duration::from_secs(5),
+        "the store's refusal deposes it",
+        || async { Ok(!victim.matcher.is_leader()) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        world.active_session(pair[0].id).await?.is_none(),
+        "a deposed leader paired"
+    );
+    ensure!(world.store().past_partners(&[pair[0].id]).await?.is_empty());
+    ensure!(!victim.matcher.is_leader(), "it took the heir's lease");
+    victim.stop().await;
     Ok(())
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod flaky;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +155,41 @@ impl World {
             None => self.bus.clone(),
         };
         Chat::new(store, bus, limits())
+    }
+
+    /// A chat service of this world's store over another bus (a wrapper).
+    pub fn chat_over(&self, bus: Arc<dyn Bus>) -> Arc<Chat> {
+        Chat::new(self.store().clone(), bus, limits())
+    }
+
+    /// `n` dudes seeking girls then `n` girls seeking dudes, online.
+    pub async fn couples(&self, n: usize) -> Result<Vec<TestUser>> {
+        let mut classes = vec![(Gender::Dude, Seeking::Girl); n];
+        classes.extend(vec![(Gender::Girl, Seeking::Dude); n]);
+        let users = self.users(&classes).await?;
+        for u in &users {
+            self.online(u).await?;
+        }
+        Ok(users)
+    }
+
+    /// Everyone presses "find someone random" at once.
+    pub async fn search_all(&self, users: &[TestUser]) -> Result<()> {
+        let searches = users.iter().map(|u| self.find_match(u));
+        for ok in futures::future::try_join_all(searches).await? {
+            anyhow::ensure!(ok, "a fresh user was refused a search");
+        }
+        Ok(())
+    }
+
+    /// Everyone is in an active session and nobody is queued.
+    pub async fn all_in_sessions(&self, users: &[TestUser]) -> Result<bool> {
+        for u in users {
+            if self.active_session(u.id).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(self.queued().await?.is_empty())
     }
 
     /// A signed-up user with a gender and a wish, not yet online.
