@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use io_protocol::{ClientEvent, ConnectedData, ServerEvent};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::target::{tcp_connect, Target};
@@ -131,7 +131,11 @@ impl Conn {
             match conn.next().await? {
                 Incoming::Text(t) => match serde_json::from_slice::<ServerEvent>(&t) {
                     Ok(ServerEvent::Connected(c)) => {
+                        // A socket that stays idle keeps no buffers.
                         conn.out = Vec::new();
+                        if conn.inbuf.is_empty() {
+                            conn.inbuf = BytesMut::new();
+                        }
                         return Ok((conn, c));
                     }
                     Ok(ServerEvent::Error(e)) => return Err(WsError::Join(e.code)),
@@ -187,23 +191,25 @@ impl Conn {
 
     /// Read once from the socket into `inbuf`; 0 means end of stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        loop {
-            self.stream.readable().await?;
-            let read = SCRATCH_BUF.with(|cell| {
+        let stream = &mut self.stream;
+        let inbuf = &mut self.inbuf;
+        // poll_read (not readable + try_read): a short read tells tokio the
+        // socket is drained, which saves the extra read that would return EAGAIN.
+        std::future::poll_fn(|cx| {
+            SCRATCH_BUF.with(|cell| {
                 let mut scratch = cell.borrow_mut();
-                match self.stream.try_read(&mut scratch[..]) {
-                    Ok(n) => {
-                        self.inbuf.extend_from_slice(&scratch[..n]);
-                        Ok(Some(n))
+                let mut buf = tokio::io::ReadBuf::new(&mut scratch[..]);
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    std::task::Poll::Ready(Ok(())) => {
+                        inbuf.extend_from_slice(buf.filled());
+                        std::task::Poll::Ready(Ok(buf.filled().len()))
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) => Err(e),
+                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                    std::task::Poll::Pending => std::task::Poll::Pending,
                 }
-            })?;
-            if let Some(n) = read {
-                return Ok(n);
-            }
-        }
+            })
+        })
+        .await
     }
 
     /// The next whole message. Cancel-safe: partial input stays buffered.
@@ -213,8 +219,8 @@ impl Conn {
                 return Ok(Incoming::Closed(None));
             }
             if let Some(msg) = self.parse_one()? {
-                if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
-                    // Idle sockets keep no buffer.
+                if self.inbuf.is_empty() && self.inbuf.capacity() > 64 * 1024 {
+                    // A burst grew the buffer; do not keep it.
                     self.inbuf = BytesMut::new();
                 }
                 return Ok(msg);

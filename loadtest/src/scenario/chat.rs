@@ -132,12 +132,20 @@ async fn chat(
     let tl = ctx.timeline;
     let mut next = sys::mono_us() + (super::spread(j) * interval_us as f64) as u64;
     let mut sending = true;
+    // One timer, moved only when the next wake-up changes (not re-armed per frame read).
+    let mut armed = 0u64;
+    let timer = tokio::time::sleep_until(sys::instant_at(next));
+    tokio::pin!(timer);
     loop {
         sending = sending && next < tl.steady_end_us;
-        let wake = sys::instant_at(if sending { next } else { tl.drain_end_us });
+        let wake_us = if sending { next } else { tl.drain_end_us };
+        if wake_us != armed {
+            timer.as_mut().reset(sys::instant_at(wake_us));
+            armed = wake_us;
+        }
         let ev = tokio::select! {
             ev = talker.read(ctx, conn) => ev,
-            _ = tokio::time::sleep_until(wake) => {
+            _ = &mut timer => {
                 if !sending {
                     return Ok(());
                 }
