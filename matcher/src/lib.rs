@@ -21,10 +21,20 @@
 //! is what lets a standby take over.
 //!
 //! # Leading
-//! See [`leader`]: an in-memory index of the queue ([`queue`]) built from a
+//! `leader.rs`: an in-memory index of the queue (`queue.rs`) built from a
 //! snapshot and kept current by the change feed, pairing rounds by the pure
 //! rule in [`pairing`], commits through the store, then `queue_leave`, then
-//! `match_found` to both users (by [`announce`], off the round's path).
+//! `match_found` to both users (`announce.rs`, off the round's path).
+//!
+//! # Metrics
+//! `io_matcher_is_leader`, `io_matcher_queue_length{gender}` (leader only;
+//! standbys report 0), `io_matcher_wait_seconds`, `io_matcher_pairs_total`,
+//! `io_sessions_started_total`, `io_matcher_round_seconds`,
+//! `io_matcher_rounds_total`, `io_matcher_leader_changes_total`,
+//! `io_matcher_stale_leader_rejections_total`, and for diagnosis
+//! `io_matcher_already_met_total`, `io_matcher_busy_total`,
+//! `io_matcher_offline_dropped_total`, `io_matcher_announce_failures_total`,
+//! `io_matcher_errors_total{step}`.
 //!
 //! [`Bus::acquire_lease`]: io_domain::ports::Bus::acquire_lease
 //! [`StoreError::StaleLeader`]: io_domain::ports::StoreError::StaleLeader
