@@ -248,6 +248,20 @@ pub async fn run(cli: Cli, args: Vec<String>) -> anyhow::Result<Outcome> {
             connections as u64 / workers as u64
         );
     }
+    let ports = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().filter_map(|v| v.parse::<u64>().ok());
+            Some(it.next_back()?.saturating_sub(it.next()?) + 1)
+        })
+        .unwrap_or(28_232);
+    let per_source = connections as u64 / (common.source_ips.max(1) as u64);
+    if per_source > ports * 9 / 10 {
+        eprintln!(
+            "warning: about {per_source} sockets per source address but only {ports} ephemeral ports; \
+             raise --source-ips"
+        );
+    }
     let lead_us = if workers > 1 { 1_500_000 } else { 300_000 };
     let start_us = sys::mono_us() + lead_us;
     let started_unix_ms = std::time::SystemTime::now()
