@@ -74,52 +74,138 @@ pub fn init_metrics(role: &str, node: &str) -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("io_build_info", "Always 1; the version label says which build runs.");
-    describe_gauge!("io_dependency_up", "1 when the dependency answered the last readiness check.");
+    describe_gauge!(
+        "io_build_info",
+        "Always 1; the version label says which build runs."
+    );
+    describe_gauge!(
+        "io_dependency_up",
+        "1 when the dependency answered the last readiness check."
+    );
     describe_gauge!("io_online_users", "Distinct users online, from presence.");
     // gateway
     describe_gauge!("io_gateway_connections", "WebSockets open on this node.");
     describe_counter!("io_gateway_connects_total", "Sockets that joined.");
     describe_counter!("io_gateway_disconnects_total", "Sockets closed, by reason.");
-    describe_counter!("io_gateway_rejected_upgrades_total", "Upgrades refused before the WebSocket opened, by reason.");
+    describe_counter!(
+        "io_gateway_rejected_upgrades_total",
+        "Upgrades refused before the WebSocket opened, by reason."
+    );
     describe_counter!("io_gateway_frames_in_total", "WebSocket frames received.");
     describe_counter!("io_gateway_frames_out_total", "WebSocket frames sent.");
-    describe_counter!("io_gateway_bytes_in_total", Unit::Bytes, "Payload bytes received.");
-    describe_counter!("io_gateway_bytes_out_total", Unit::Bytes, "Bytes written to sockets.");
+    describe_counter!(
+        "io_gateway_bytes_in_total",
+        Unit::Bytes,
+        "Payload bytes received."
+    );
+    describe_counter!(
+        "io_gateway_bytes_out_total",
+        Unit::Bytes,
+        "Bytes written to sockets."
+    );
     describe_counter!("io_gateway_events_total", "Client events handled, by type.");
-    describe_histogram!("io_gateway_event_duration_seconds", Unit::Seconds, "Handling time of client events.");
-    describe_histogram!("io_gateway_delivery_seconds", Unit::Seconds, "From publish to socket write.");
-    describe_gauge!("io_gateway_inbox_lag_seconds", Unit::Seconds, "Age of the newest inbox entry when read.");
-    describe_counter!("io_gateway_inbox_errors_total", "Failed reads of the node's inbox stream.");
-    describe_counter!("io_gateway_rerouted_total", "Events forwarded after presence turned out stale.");
-    describe_counter!("io_gateway_slow_consumer_closes_total", "Sockets closed with 4008.");
-    describe_histogram!("io_gateway_send_queue_depth", "Frames written per socket write (queue depth).");
-    describe_gauge!("io_gateway_draining", "1 while the node drains its sockets.");
-    describe_gauge!("io_gateway_bus_up", "1 while the node's inbox reads succeed.");
+    describe_histogram!(
+        "io_gateway_event_duration_seconds",
+        Unit::Seconds,
+        "Handling time of client events."
+    );
+    describe_histogram!(
+        "io_gateway_delivery_seconds",
+        Unit::Seconds,
+        "From publish to socket write."
+    );
+    describe_gauge!(
+        "io_gateway_inbox_lag_seconds",
+        Unit::Seconds,
+        "Age of the newest inbox entry when read."
+    );
+    describe_counter!(
+        "io_gateway_inbox_errors_total",
+        "Failed reads of the node's inbox stream."
+    );
+    describe_counter!(
+        "io_gateway_rerouted_total",
+        "Events forwarded after presence turned out stale."
+    );
+    describe_counter!(
+        "io_gateway_slow_consumer_closes_total",
+        "Sockets closed with 4008."
+    );
+    describe_histogram!(
+        "io_gateway_send_queue_depth",
+        "Frames written per socket write (queue depth)."
+    );
+    describe_gauge!(
+        "io_gateway_draining",
+        "1 while the node drains its sockets."
+    );
+    describe_gauge!(
+        "io_gateway_bus_up",
+        "1 while the node's inbox reads succeed."
+    );
     // chat and product
     describe_counter!("io_chat_messages_total", "Chat messages committed.");
-    describe_histogram!("io_message_commit_seconds", Unit::Seconds, "Group-commit transaction time.");
+    describe_histogram!(
+        "io_message_commit_seconds",
+        Unit::Seconds,
+        "Group-commit transaction time."
+    );
     describe_histogram!("io_message_commit_batch_size", "Messages per group commit.");
-    describe_counter!("io_message_commit_failures_total", "Group commits that failed.");
-    describe_counter!("io_events_published_total", "Events published to users, by type.");
-    describe_counter!("io_events_publish_failures_total", "Event batches the bus refused.");
-    describe_counter!("io_match_searches_total", "Users who entered the match queue.");
+    describe_counter!(
+        "io_message_commit_failures_total",
+        "Group commits that failed."
+    );
+    describe_counter!(
+        "io_events_published_total",
+        "Events published to users, by type."
+    );
+    describe_counter!(
+        "io_events_publish_failures_total",
+        "Event batches the bus refused."
+    );
+    describe_counter!(
+        "io_match_searches_total",
+        "Users who entered the match queue."
+    );
     describe_counter!("io_sessions_started_total", "Chat sessions created.");
     describe_counter!("io_sessions_ended_total", "Chat sessions ended.");
-    describe_histogram!("io_session_duration_seconds", Unit::Seconds, "Length of ended sessions.");
+    describe_histogram!(
+        "io_session_duration_seconds",
+        Unit::Seconds,
+        "Length of ended sessions."
+    );
     describe_histogram!("io_session_messages", "Messages per ended session.");
     describe_counter!("io_reveal_requests_total", "Reveal requests made.");
     describe_counter!("io_reveal_responses_total", "Reveal answers, by result.");
     describe_counter!("io_ratings_total", "Session ratings, by vibe.");
-    describe_counter!("io_rate_limited_total", "Requests or events refused by a rate limit, by limit.");
+    describe_counter!(
+        "io_rate_limited_total",
+        "Requests or events refused by a rate limit, by limit."
+    );
     // api
-    describe_counter!("io_auth_magic_links_requested_total", "Magic links requested.");
-    describe_counter!("io_auth_sign_ins_total", "Successful magic-link verifications.");
+    describe_counter!(
+        "io_auth_magic_links_requested_total",
+        "Magic links requested."
+    );
+    describe_counter!(
+        "io_auth_sign_ins_total",
+        "Successful magic-link verifications."
+    );
     describe_counter!("io_auth_refresh_total", "Refresh-token uses, by result.");
-    describe_counter!("io_mail_failures_total", "Sign-in mails that could not be sent.");
+    describe_counter!(
+        "io_mail_failures_total",
+        "Sign-in mails that could not be sent."
+    );
     describe_gauge!("io_mail_up", "1 while the mail server is reachable.");
-    describe_counter!("io_http_requests_total", "HTTP requests, by route template, method and status.");
-    describe_histogram!("io_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route template.");
+    describe_counter!(
+        "io_http_requests_total",
+        "HTTP requests, by route template, method and status."
+    );
+    describe_histogram!(
+        "io_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route template."
+    );
 }
 
 /// Give every metric of the role a series from the start (counters at 0,
@@ -167,19 +253,29 @@ pub fn register_known_metrics(role: crate::config::Role) {
             counter!(name).absolute(0);
         }
         for reason in [
-            "normal", "going_away", "auth_failed", "join_timeout", "rate_limited", "too_large",
-            "slow_consumer", "ping_timeout", "shutdown", "error",
+            "normal",
+            "going_away",
+            "auth_failed",
+            "join_timeout",
+            "rate_limited",
+            "too_large",
+            "slow_consumer",
+            "ping_timeout",
+            "shutdown",
+            "error",
         ] {
             counter!("io_gateway_disconnects_total", "reason" => reason).absolute(0);
         }
         counter!("io_rate_limited_total", "limit" => "socket").absolute(0);
-        for name in ["io_gateway_connections", "io_gateway_draining", "io_gateway_inbox_lag_seconds", "io_online_users"] {
+        for name in [
+            "io_gateway_connections",
+            "io_gateway_draining",
+            "io_gateway_inbox_lag_seconds",
+            "io_online_users",
+        ] {
             gauge!(name).increment(0.0);
         }
-        for name in [
-            "io_gateway_delivery_seconds",
-            "io_gateway_send_queue_depth",
-        ] {
+        for name in ["io_gateway_delivery_seconds", "io_gateway_send_queue_depth"] {
             let _ = histogram!(name);
         }
     }

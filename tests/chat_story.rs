@@ -46,7 +46,10 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     assert_eq!(err["type"], "error");
     assert_eq!(err["data"]["code"], "CONFLICT");
     assert_eq!(err["ref"], "f2");
-    assert_eq!(bob_rest.post("/api/chat/find-match", json!({})).await.0, 409);
+    assert_eq!(
+        bob_rest.post("/api/chat/find-match", json!({})).await.0,
+        409
+    );
 
     // Chat both ways.
     a.send(
@@ -102,9 +105,11 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
 
     // Typing goes to the partner only.
-    a.send("typing_start", json!({"sessionId": session_id}), None).await;
+    a.send("typing_start", json!({"sessionId": session_id}), None)
+        .await;
     assert_eq!(b.expect("user_typing").await["sessionId"], session_id);
-    a.send("typing_stop", json!({"sessionId": session_id}), None).await;
+    a.send("typing_stop", json!({"sessionId": session_id}), None)
+        .await;
     b.expect("user_stopped_typing").await;
 
     // Bob asks to reveal over REST; Alice declines over WS.
@@ -117,17 +122,28 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     assert_eq!(asked["requesterAlias"], bob.alias);
     // A second pending request is a conflict; the requester cannot answer.
     assert_eq!(
-        bob_rest.post("/api/chat/reveal-request", json!({"sessionId": session_id})).await.0,
+        bob_rest
+            .post("/api/chat/reveal-request", json!({"sessionId": session_id}))
+            .await
+            .0,
         409
     );
     assert_eq!(
         bob_rest
-            .post("/api/chat/reveal-respond", json!({"sessionId": session_id, "accept": true}))
+            .post(
+                "/api/chat/reveal-respond",
+                json!({"sessionId": session_id, "accept": true})
+            )
             .await
             .0,
         404
     );
-    a.send("reveal_respond", json!({"sessionId": session_id, "accept": false}), Some("r1")).await;
+    a.send(
+        "reveal_respond",
+        json!({"sessionId": session_id, "accept": false}),
+        Some("r1"),
+    )
+    .await;
     let declined = a.next_frame().await;
     assert_eq!(declined["type"], "reveal_response");
     assert_eq!(declined["ref"], "r1");
@@ -152,14 +168,18 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     // Rating before the end is refused.
     assert_eq!(
         bob_rest
-            .post("/api/chat/rate-session", json!({"sessionId": session_id, "rating": 3}))
+            .post(
+                "/api/chat/rate-session",
+                json!({"sessionId": session_id, "rating": 3})
+            )
             .await
             .0,
         409
     );
 
     // Alice ends; both are told who ended it.
-    a.send("end_session", json!({"sessionId": session_id}), Some("e1")).await;
+    a.send("end_session", json!({"sessionId": session_id}), Some("e1"))
+        .await;
     let ended = a.next_frame().await;
     assert_eq!(ended["type"], "session_ended");
     assert_eq!(ended["data"]["endedBy"], "me");
@@ -174,22 +194,38 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     assert_eq!(status, 409);
 
     // Both rate, once each, 1–4.
-    a.send("rate_session", json!({"sessionId": session_id, "rating": 5}), Some("bad")).await;
+    a.send(
+        "rate_session",
+        json!({"sessionId": session_id, "rating": 5}),
+        Some("bad"),
+    )
+    .await;
     let bad = a.next_frame().await;
     assert_eq!(bad["data"]["code"], "VALIDATION_ERROR");
-    a.send("rate_session", json!({"sessionId": session_id, "rating": 4}), Some("ok")).await;
+    a.send(
+        "rate_session",
+        json!({"sessionId": session_id, "rating": 4}),
+        Some("ok"),
+    )
+    .await;
     let rated = a.next_frame().await;
     assert_eq!(rated["type"], "session_rated");
     assert_eq!(rated["data"]["rating"], 4);
     let (status, rating) = bob_rest
-        .post("/api/chat/rate-session", json!({"sessionId": session_id, "rating": 2}))
+        .post(
+            "/api/chat/rate-session",
+            json!({"sessionId": session_id, "rating": 2}),
+        )
         .await;
     assert_eq!(status, 201, "{rating}");
     assert_eq!(rating["rating"]["rating"], 2);
     assert_eq!(b.expect("session_rated").await["rating"], 2);
     assert_eq!(
         bob_rest
-            .post("/api/chat/rate-session", json!({"sessionId": session_id, "rating": 2}))
+            .post(
+                "/api/chat/rate-session",
+                json!({"sessionId": session_id, "rating": 2})
+            )
             .await
             .0,
         409
@@ -215,17 +251,38 @@ async fn match_chat_reveal_end_rate_over_ws_and_rest() {
     assert_eq!(found["user"]["alias"], carol.alias);
     let s2 = found["session"]["id"].as_str().unwrap().to_owned();
     c.expect("match_found").await;
-    a.send("reveal_request", json!({"sessionId": s2}), None).await;
-    assert_eq!(c.expect("reveal_requested").await["requesterAlias"], alice.alias);
-    c.send("reveal_respond", json!({"sessionId": s2, "accept": true}), Some("yes")).await;
+    a.send("reveal_request", json!({"sessionId": s2}), None)
+        .await;
+    assert_eq!(
+        c.expect("reveal_requested").await["requesterAlias"],
+        alice.alias
+    );
+    c.send(
+        "reveal_respond",
+        json!({"sessionId": s2, "accept": true}),
+        Some("yes"),
+    )
+    .await;
     let accepted = c.next_frame().await;
     assert_eq!(accepted["ref"], "yes");
     assert_eq!(accepted["data"]["status"], "accepted");
-    assert_eq!(accepted["data"]["identities"]["partner"]["realName"], alice.real_name);
-    assert_eq!(accepted["data"]["identities"]["partner"]["email"], alice.email);
-    assert_eq!(accepted["data"]["identities"]["me"]["realName"], carol.real_name);
+    assert_eq!(
+        accepted["data"]["identities"]["partner"]["realName"],
+        alice.real_name
+    );
+    assert_eq!(
+        accepted["data"]["identities"]["partner"]["email"],
+        alice.email
+    );
+    assert_eq!(
+        accepted["data"]["identities"]["me"]["realName"],
+        carol.real_name
+    );
     let seen_by_alice = a.expect("reveal_response").await;
-    assert_eq!(seen_by_alice["identities"]["partner"]["realName"], carol.real_name);
+    assert_eq!(
+        seen_by_alice["identities"]["partner"]["realName"],
+        carol.real_name
+    );
     assert_eq!(seen_by_alice["identities"]["me"]["alias"], alice.alias);
     // Bob, a third party, saw none of it.
     assert!(!transcript(&b.seen).contains(&carol.real_name));
@@ -249,25 +306,45 @@ async fn a_third_user_cannot_read_or_act_on_a_session() {
     a.expect("searching").await;
     b.send("find_match", json!({}), None).await;
     b.expect("searching").await;
-    let sid = a.expect("match_found").await["session"]["id"].as_str().unwrap().to_owned();
+    let sid = a.expect("match_found").await["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     b.expect("match_found").await;
 
     let rest = Rest::new(&app.http(), &mallory.token);
     let body = json!({"sessionId": sid});
-    assert_eq!(rest.get(&format!("/api/chat/sessions/{sid}/messages")).await.0, 404);
+    assert_eq!(
+        rest.get(&format!("/api/chat/sessions/{sid}/messages"))
+            .await
+            .0,
+        404
+    );
     for (path, body) in [
-        ("/api/chat/send-message", json!({"sessionId": sid, "content": "x", "clientMsgId": "m"})),
+        (
+            "/api/chat/send-message",
+            json!({"sessionId": sid, "content": "x", "clientMsgId": "m"}),
+        ),
         ("/api/chat/reveal-request", body.clone()),
-        ("/api/chat/reveal-respond", json!({"sessionId": sid, "accept": true})),
+        (
+            "/api/chat/reveal-respond",
+            json!({"sessionId": sid, "accept": true}),
+        ),
         ("/api/chat/end-session", body.clone()),
-        ("/api/chat/rate-session", json!({"sessionId": sid, "rating": 1})),
+        (
+            "/api/chat/rate-session",
+            json!({"sessionId": sid, "rating": 1}),
+        ),
     ] {
         let (status, err) = rest.post(path, body).await;
         assert_eq!(status, 404, "{path}: {err}");
         assert_eq!(err["error"]["code"], "NOT_FOUND");
     }
     for (kind, data) in [
-        ("send_message", json!({"sessionId": sid, "content": "x", "clientMsgId": "m"})),
+        (
+            "send_message",
+            json!({"sessionId": sid, "content": "x", "clientMsgId": "m"}),
+        ),
         ("typing_start", json!({"sessionId": sid})),
         ("reveal_request", json!({"sessionId": sid})),
         ("end_session", json!({"sessionId": sid})),
@@ -292,8 +369,14 @@ async fn bad_frames_get_errors_and_keep_the_socket() {
     for (raw, reference) in [
         ("not json", None),
         (r#"{"type":"nope","data":{},"ref":"u"}"#, Some("u")),
-        (r#"{"type":"send_message","data":{"sessionId":"x"},"ref":"w"}"#, Some("w")),
-        (r#"{"type":"typing_start","data":{"sessionId":"6f1c0b9e-0000-7000-8000-000000000000","extra":1},"ref":"e"}"#, Some("e")),
+        (
+            r#"{"type":"send_message","data":{"sessionId":"x"},"ref":"w"}"#,
+            Some("w"),
+        ),
+        (
+            r#"{"type":"typing_start","data":{"sessionId":"6f1c0b9e-0000-7000-8000-000000000000","extra":1},"ref":"e"}"#,
+            Some("e"),
+        ),
     ] {
         a.send_raw(raw).await;
         let err = a.next_frame().await;

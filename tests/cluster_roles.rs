@@ -28,7 +28,10 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{sig} {}", self.name);
     }
 
@@ -52,7 +55,10 @@ impl Drop for Proc {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 struct Cluster {
@@ -73,7 +79,8 @@ impl Cluster {
     async fn spawn(&self, role: &str, name: &str) -> Proc {
         let http = free_addr();
         let metrics = free_addr();
-        let redis = std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis =
+            std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let child = Command::new(env!("CARGO_BIN_EXE_io"))
             .arg(role)
             .env_clear()
@@ -95,7 +102,12 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn io");
-        let p = Proc { name: name.into(), child, http, metrics };
+        let p = Proc {
+            name: name.into(),
+            child,
+            http,
+            metrics,
+        };
         let url = format!("http://{http}/readyz");
         eventually(&format!("{name} ready"), || {
             let url = url.clone();
@@ -107,7 +119,10 @@ impl Cluster {
 }
 
 async fn is_leader(p: &Proc) -> bool {
-    p.metrics().await.lines().any(|l| l.starts_with("io_matcher_is_leader") && l.trim_end().ends_with(" 1"))
+    p.metrics()
+        .await
+        .lines()
+        .any(|l| l.starts_with("io_matcher_is_leader") && l.trim_end().ends_with(" 1"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,29 +146,64 @@ async fn users_on_different_nodes_chat_and_every_tab_gets_every_event() {
     a2.expect("searching").await;
     b.send("find_match", json!({}), None).await;
     b.expect("searching").await;
-    let sid = a1.expect("match_found").await["session"]["id"].as_str().unwrap().to_owned();
+    let sid = a1.expect("match_found").await["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(a2.expect("match_found").await["session"]["id"], sid);
     assert_eq!(b.expect("match_found").await["session"]["id"], sid);
 
     for i in 0..20 {
-        a1.send("send_message", json!({"sessionId": sid, "content": format!("a{i}"), "clientMsgId": format!("a{i}")}), Some("r")).await;
+        a1.send(
+            "send_message",
+            json!({"sessionId": sid, "content": format!("a{i}"), "clientMsgId": format!("a{i}")}),
+            Some("r"),
+        )
+        .await;
         let ack = a1.expect("message_received").await;
         assert_eq!(ack["message"]["isMe"], true);
-        assert_eq!(a2.expect("message_received").await["message"]["id"], ack["message"]["id"]);
-        assert_eq!(b.expect("message_received").await["message"]["content"], format!("a{i}"));
-        b.send("send_message", json!({"sessionId": sid, "content": format!("b{i}"), "clientMsgId": format!("b{i}")}), None).await;
+        assert_eq!(
+            a2.expect("message_received").await["message"]["id"],
+            ack["message"]["id"]
+        );
+        assert_eq!(
+            b.expect("message_received").await["message"]["content"],
+            format!("a{i}")
+        );
+        b.send(
+            "send_message",
+            json!({"sessionId": sid, "content": format!("b{i}"), "clientMsgId": format!("b{i}")}),
+            None,
+        )
+        .await;
         b.expect("message_received").await;
-        assert_eq!(a1.expect("message_received").await["message"]["content"], format!("b{i}"));
-        assert_eq!(a2.expect("message_received").await["message"]["content"], format!("b{i}"));
+        assert_eq!(
+            a1.expect("message_received").await["message"]["content"],
+            format!("b{i}")
+        );
+        assert_eq!(
+            a2.expect("message_received").await["message"]["content"],
+            format!("b{i}")
+        );
     }
-    b.send("typing_start", json!({"sessionId": sid}), None).await;
+    b.send("typing_start", json!({"sessionId": sid}), None)
+        .await;
     a1.expect("user_typing").await;
     a2.expect("user_typing").await;
 
     let rest = Rest::new(&format!("http://{}", api.http), &alice.token);
-    let (status, history) = rest.get(&format!("/api/chat/sessions/{sid}/messages?after=0&limit=200")).await;
+    let (status, history) = rest
+        .get(&format!(
+            "/api/chat/sessions/{sid}/messages?after=0&limit=200"
+        ))
+        .await;
     assert_eq!(status, 200);
-    let seqs: Vec<i64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
 
     // Closing one tab is not leaving; closing the last one is.
@@ -176,19 +226,41 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     let (mut b, _) = Ws::join(&g2.ws(), &bob.token).await;
     a.send("find_match", json!({}), None).await;
     b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"].as_str().unwrap().to_owned();
+    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     b.wait_for("match_found").await;
 
     let mut acked = Vec::new();
     for i in 0..10 {
-        a.send("send_message", json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}), None).await;
-        acked.push(a.expect("message_received").await["message"]["id"].as_str().unwrap().to_owned());
+        a.send(
+            "send_message",
+            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
+            None,
+        )
+        .await;
+        acked.push(
+            a.expect("message_received").await["message"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // Fire more without waiting, then kill the node holding Alice.
     for i in 10..30 {
-        a.send("send_message", json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}), None).await;
+        a.send(
+            "send_message",
+            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
+            None,
+        )
+        .await;
     }
-    while let Some(frame) = tokio::time::timeout(Duration::from_millis(30), a.next_frame_or_close()).await.ok().flatten() {
+    while let Some(frame) = tokio::time::timeout(Duration::from_millis(30), a.next_frame_or_close())
+        .await
+        .ok()
+        .flatten()
+    {
         if frame["type"] == "message_received" {
             acked.push(frame["data"]["message"]["id"].as_str().unwrap().to_owned());
         }
@@ -202,17 +274,45 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     assert_eq!(hello["session"]["id"], sid);
     assert_eq!(hello["session"]["status"], "active");
     let rest = Rest::new(&format!("http://{}", api.http), &alice.token);
-    let (_, history) = rest.get(&format!("/api/chat/sessions/{sid}/messages?after=0&limit=200")).await;
-    let stored: Vec<String> = history["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    let (_, history) = rest
+        .get(&format!(
+            "/api/chat/sessions/{sid}/messages?after=0&limit=200"
+        ))
+        .await;
+    let stored: Vec<String> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
     for id in &acked {
         assert!(stored.contains(id), "acknowledged message {id} lost");
     }
-    let seqs: Vec<i64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "no holes");
+    let seqs: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no holes"
+    );
     // And the chat goes on.
-    a.send("send_message", json!({"sessionId": sid, "content": "back", "clientMsgId": "back"}), None).await;
+    a.send(
+        "send_message",
+        json!({"sessionId": sid, "content": "back", "clientMsgId": "back"}),
+        None,
+    )
+    .await;
     a.expect("message_received").await;
-    assert_eq!(b.wait_for("message_received").await["data"]["message"]["content"].as_str().map(|s| s.starts_with('m') || s == "back"), Some(true));
+    assert_eq!(
+        b.wait_for("message_received").await["data"]["message"]["content"]
+            .as_str()
+            .map(|s| s.starts_with('m') || s == "back"),
+        Some(true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,8 +321,15 @@ async fn a_killed_or_paused_matcher_leader_is_replaced() {
     let g = c.spawn("gateway", "gw-1").await;
     let m1 = c.spawn("matcher", "matcher-1").await;
     let m2 = c.spawn("matcher", "matcher-2").await;
-    eventually("one leader", || async { is_leader(&m1).await ^ is_leader(&m2).await }).await;
-    let (leader, standby) = if is_leader(&m1).await { (m1, m2) } else { (m2, m1) };
+    eventually("one leader", || async {
+        is_leader(&m1).await ^ is_leader(&m2).await
+    })
+    .await;
+    let (leader, standby) = if is_leader(&m1).await {
+        (m1, m2)
+    } else {
+        (m2, m1)
+    };
 
     // Pause the leader past its lease; the standby must take over and pair.
     leader.signal("STOP");
@@ -230,7 +337,10 @@ async fn a_killed_or_paused_matcher_leader_is_replaced() {
         let store = c.db.store.clone();
         let tokens = &c.tokens;
         async move {
-            (make_user(store.as_ref(), tokens, gender_a).await, make_user(store.as_ref(), tokens, gender_b).await)
+            (
+                make_user(store.as_ref(), tokens, gender_a).await,
+                make_user(store.as_ref(), tokens, gender_b).await,
+            )
         }
     };
     let (u1, u2) = pair(Gender::Dude, Gender::Girl).await;
@@ -241,12 +351,19 @@ async fn a_killed_or_paused_matcher_leader_is_replaced() {
     let started = std::time::Instant::now();
     w1.wait_for("match_found").await;
     w2.wait_for("match_found").await;
-    assert!(started.elapsed() < Duration::from_secs(8), "standby took over in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "standby took over in {:?}",
+        started.elapsed()
+    );
     assert!(is_leader(&standby).await);
 
     // The paused leader wakes up: it must notice and create nothing.
     leader.signal("CONT");
-    eventually("old leader steps down", || async { !is_leader(&leader).await }).await;
+    eventually("old leader steps down", || async {
+        !is_leader(&leader).await
+    })
+    .await;
 
     // Kill the new leader outright; the woken one takes over again.
     standby.signal("KILL");

@@ -19,9 +19,18 @@ async fn bad_joins_are_closed_with_4401() {
     ws.send("join", json!({"token": "not-a-jwt"}), None).await;
     assert_eq!(ws.expect_close().await, 4401);
     // A token signed with another key.
-    let other = io_auth::Tokens::new(b"another-secret-another-secret-xx", &[], io_auth::Tokens::DEFAULT_ACCESS_TTL);
+    let other = io_auth::Tokens::new(
+        b"another-secret-another-secret-xx",
+        &[],
+        io_auth::Tokens::DEFAULT_ACCESS_TTL,
+    );
     let mut ws = Ws::open(&app.ws()).await;
-    ws.send("join", json!({"token": other.issue_access(io_domain::types::UserId::new())}), None).await;
+    ws.send(
+        "join",
+        json!({"token": other.issue_access(io_domain::types::UserId::new())}),
+        None,
+    )
+    .await;
     assert_eq!(ws.expect_close().await, 4401);
     // Any other first frame.
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
@@ -40,7 +49,9 @@ async fn silent_sockets_are_closed_with_4408() {
     let app = App::start(&[]).await;
     let mut ws = Ws::open(&app.ws()).await;
     let started = std::time::Instant::now();
-    let code = tokio::time::timeout(Duration::from_secs(15), ws.expect_close()).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(15), ws.expect_close())
+        .await
+        .unwrap();
     assert_eq!(code, 4408);
     assert!(started.elapsed() >= Duration::from_secs(9));
     app.running.shutdown.cancel();
@@ -52,7 +63,10 @@ async fn oversized_messages_are_closed_with_4413() {
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let (mut ws, _) = Ws::join(&app.ws(), &user.token).await;
     let big = "x".repeat(70 * 1024);
-    ws.send_raw(&format!(r#"{{"type":"typing_start","data":{{"sessionId":"{big}"}}}}"#)).await;
+    ws.send_raw(&format!(
+        r#"{{"type":"typing_start","data":{{"sessionId":"{big}"}}}}"#
+    ))
+    .await;
     assert_eq!(ws.expect_close().await, 4413);
     app.running.shutdown.cancel();
 }
@@ -63,11 +77,14 @@ async fn floods_get_rate_limited_then_closed_with_4429() {
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let (mut ws, _) = Ws::join(&app.ws(), &user.token).await;
     for i in 0..200 {
-        ws.send("cancel_search", json!({}), Some(&format!("c{i}"))).await;
+        ws.send("cancel_search", json!({}), Some(&format!("c{i}")))
+            .await;
     }
     let mut limited = 0;
     let code = loop {
-        let msg = tokio::time::timeout(WAIT, ws_next(&mut ws)).await.expect("events");
+        let msg = tokio::time::timeout(WAIT, ws_next(&mut ws))
+            .await
+            .expect("events");
         match msg {
             Some(v) if v["type"] == "error" => {
                 assert_eq!(v["data"]["code"], "RATE_LIMITED");
@@ -91,7 +108,8 @@ async fn ws_next(ws: &mut Ws) -> Option<serde_json::Value> {
 async fn cross_site_upgrades_are_refused() {
     let app = App::start(&[]).await;
     let mut req = app.ws().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
     let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
@@ -99,7 +117,8 @@ async fn cross_site_upgrades_are_refused() {
     }
     // The public URL's origin is allowed.
     let mut req = app.ws().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "http://localhost:8080".parse().unwrap());
+    req.headers_mut()
+        .insert("Origin", "http://localhost:8080".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
     app.running.shutdown.cancel();
 }
@@ -107,9 +126,12 @@ async fn cross_site_upgrades_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_closed_with_4008() {
     let app = App::start(&[
-        "--limit-messages-per-minute", "1000000",
-        "--limit-message-burst", "100000",
-        "--limit-socket-events-per-second", "100000",
+        "--limit-messages-per-minute",
+        "1000000",
+        "--limit-message-burst",
+        "100000",
+        "--limit-socket-events-per-second",
+        "100000",
     ])
     .await;
     let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
@@ -119,17 +141,35 @@ async fn a_reader_that_stops_reading_is_closed_with_4008() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
-    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp)
+        .await
+        .unwrap();
     use futures::SinkExt;
-    b.send(Message::text(json!({"type":"join","data":{"token": bob.token}}).to_string())).await.unwrap();
-    b.send(Message::text(json!({"type":"find_match","data":{}}).to_string())).await.unwrap();
+    b.send(Message::text(
+        json!({"type":"join","data":{"token": bob.token}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    b.send(Message::text(
+        json!({"type":"find_match","data":{}}).to_string(),
+    ))
+    .await
+    .unwrap();
     a.send("find_match", json!({}), None).await;
     a.expect("searching").await;
-    let sid = a.expect("match_found").await["session"]["id"].as_str().unwrap().to_owned();
+    let sid = a.expect("match_found").await["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Alice floods; Bob never reads.
     let text = "y".repeat(1900);
     for i in 0..3000 {
-        a.send("send_message", json!({"sessionId": sid, "content": text, "clientMsgId": format!("f{i}")}), None).await;
+        a.send(
+            "send_message",
+            json!({"sessionId": sid, "content": text, "clientMsgId": format!("f{i}")}),
+            None,
+        )
+        .await;
     }
     // Alice keeps being served; Bob gets closed with 4008 (seen once he
     // reads through what his socket already holds).
@@ -139,7 +179,9 @@ async fn a_reader_that_stops_reading_is_closed_with_4008() {
         let url = metrics_url.clone();
         async move {
             let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-            text.lines().any(|l| l.starts_with("io_gateway_slow_consumer_closes_total") && !l.ends_with(" 0"))
+            text.lines().any(|l| {
+                l.starts_with("io_gateway_slow_consumer_closes_total") && !l.ends_with(" 0")
+            })
         }
     })
     .await;

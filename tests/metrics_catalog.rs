@@ -16,9 +16,14 @@ fn names_in(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(pos) = text[i..].find("io_") {
         let start = i + pos;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start + 3;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
         if boundary && end > start + 3 {
@@ -40,7 +45,10 @@ fn read_tree(dir: &std::path::Path, ext: &[&str], into: &mut String) {
         let path = entry.path();
         if path.is_dir() {
             read_tree(&path, ext, into);
-        } else if ext.iter().any(|e| path.extension().is_some_and(|x| x == *e)) {
+        } else if ext
+            .iter()
+            .any(|e| path.extension().is_some_and(|x| x == *e))
+        {
             into.push_str(&std::fs::read_to_string(&path).unwrap());
             into.push('\n');
         }
@@ -54,7 +62,10 @@ async fn dashboards_and_rules_use_only_exported_metrics() {
     read_tree(&root.join("grafana"), &["json", "txt"], &mut used_text);
     read_tree(&root.join("prometheus"), &["yml", "yaml"], &mut used_text);
     let used = names_in(&used_text);
-    assert!(used.len() > 30, "dashboards and rules use io_* metrics: {used:?}");
+    assert!(
+        used.len() > 30,
+        "dashboards and rules use io_* metrics: {used:?}"
+    );
 
     // One process with every role, exercised a little.
     let app = App::start(&[]).await;
@@ -64,8 +75,16 @@ async fn dashboards_and_rules_use_only_exported_metrics() {
     let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
     a.send("find_match", json!({}), None).await;
     b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"].as_str().unwrap().to_owned();
-    a.send("send_message", json!({"sessionId": sid, "content": "hi", "clientMsgId": "1"}), None).await;
+    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.send(
+        "send_message",
+        json!({"sessionId": sid, "content": "hi", "clientMsgId": "1"}),
+        None,
+    )
+    .await;
     b.wait_for("message_received").await;
     let rest = Rest::new(&app.http(), &alice.token);
     rest.get("/api/users/profile").await;
@@ -82,8 +101,14 @@ async fn dashboards_and_rules_use_only_exported_metrics() {
         have.extend(names_in(line.split(['{', ' ']).next().unwrap_or("")));
     }
     // The bus's own metrics exist only with Redis; the cluster exports them.
-    let missing: Vec<_> = used.iter().filter(|n| !have.contains(*n) && !n.starts_with("io_bus_")).collect();
-    assert!(missing.is_empty(), "used by dashboards/rules but not exported: {missing:?}");
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|n| !have.contains(*n) && !n.starts_with("io_bus_"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "used by dashboards/rules but not exported: {missing:?}"
+    );
     promtool_accepts(&exported);
     app.running.shutdown.cancel();
 }
@@ -105,15 +130,26 @@ fn promtool_accepts(exposition: &str) {
         }
         Err(e) => panic!("promtool is required under CI: {e}"),
     };
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "promtool check metrics: {report}");
 }
 
 #[test]
 fn names_are_extracted_with_histogram_suffixes_folded() {
-    let n = names_in(r#"sum(rate(io_gateway_delivery_seconds_bucket{node=~"$node"}[5m])) / io_x_total"#);
+    let n = names_in(
+        r#"sum(rate(io_gateway_delivery_seconds_bucket{node=~"$node"}[5m])) / io_x_total"#,
+    );
     assert!(n.contains("io_gateway_delivery_seconds"));
     assert!(n.contains("io_x_total"));
     assert!(!n.contains("io_gateway_delivery_seconds_bucket"));

@@ -36,8 +36,15 @@ impl ClusterRun {
             .env("IO_MATCHER_LEASE_MS", "2000")
             .output()
             .expect("scripts/cluster runs");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "scripts/cluster {args:?} failed:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "scripts/cluster {args:?} failed:\n{text}"
+        );
         text
     }
 }
@@ -86,13 +93,29 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
 
     a.send("find_match", json!({}), None).await;
     b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"].as_str().unwrap().to_owned();
+    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     b.wait_for("match_found").await;
     let mut acked = Vec::new();
     for i in 0..10 {
-        a.send("send_message", json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}), None).await;
-        acked.push(a.wait_for("message_received").await["data"]["message"]["id"].as_str().unwrap().to_owned());
-        assert_eq!(b.wait_for("message_received").await["data"]["message"]["content"], format!("m{i}"));
+        a.send(
+            "send_message",
+            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
+            None,
+        )
+        .await;
+        acked.push(
+            a.wait_for("message_received").await["data"]["message"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        assert_eq!(
+            b.wait_for("message_received").await["data"]["message"]["content"],
+            format!("m{i}")
+        );
     }
 
     // Kill Alice's gateway; she reconnects through Nginx and carries on.
@@ -102,7 +125,9 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match tokio::time::timeout(Duration::from_secs(5), Ws::join(&ws_url, &alice.token)).await {
+            match tokio::time::timeout(Duration::from_secs(5), Ws::join(&ws_url, &alice.token))
+                .await
+            {
                 Ok(ok) => break ok,
                 Err(_) if attempt < 5 => continue,
                 Err(_) => panic!("could not reconnect through Nginx"),
@@ -112,15 +137,35 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
     assert_ne!(hello["node"], alice_node.as_str());
     assert_eq!(hello["session"]["id"], sid);
     let rest = Rest::new(&base, &alice.token);
-    let (status, history) = rest.get(&format!("/api/chat/sessions/{sid}/messages?after=0&limit=200")).await;
+    let (status, history) = rest
+        .get(&format!(
+            "/api/chat/sessions/{sid}/messages?after=0&limit=200"
+        ))
+        .await;
     assert_eq!(status, 200, "{history}");
-    let stored: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let stored: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     for id in &acked {
-        assert!(stored.contains(&id.as_str()), "acknowledged message {id} lost");
+        assert!(
+            stored.contains(&id.as_str()),
+            "acknowledged message {id} lost"
+        );
     }
-    a.send("send_message", json!({"sessionId": sid, "content": "still here", "clientMsgId": "after"}), None).await;
+    a.send(
+        "send_message",
+        json!({"sessionId": sid, "content": "still here", "clientMsgId": "after"}),
+        None,
+    )
+    .await;
     a.wait_for("message_received").await;
-    assert_eq!(b.wait_for("message_received").await["data"]["message"]["content"], "still here");
+    assert_eq!(
+        b.wait_for("message_received").await["data"]["message"]["content"],
+        "still here"
+    );
 
     // Kill the matcher leader; the standby pairs the next users.
     run.cluster(&["kill", "leader"]);
@@ -134,5 +179,9 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
     let fc = c.wait_for("match_found").await;
     let fd = d.wait_for("match_found").await;
     assert_eq!(fc["data"]["session"]["id"], fd["data"]["session"]["id"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "paired in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "paired in {:?}",
+        started.elapsed()
+    );
 }

@@ -21,8 +21,10 @@ async fn serves_https_and_wss_with_rustls() {
     std::fs::write(&cert_path, &cert_pem).unwrap();
     std::fs::write(&key_path, generated.key_pair.serialize_pem()).unwrap();
     let app = App::start(&[
-        "--tls-cert", cert_path.to_str().unwrap(),
-        "--tls-key", key_path.to_str().unwrap(),
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
     ])
     .await;
     let port = app.running.http_addr.port();
@@ -32,20 +34,30 @@ async fn serves_https_and_wss_with_rustls() {
         .resolve("localhost", app.running.http_addr)
         .build()
         .unwrap();
-    let health = client.get(format!("https://localhost:{port}/healthz")).send().await.unwrap();
+    let health = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     // Plain HTTP on the TLS port gets nowhere.
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err());
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err());
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(generated.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
-    let tcp = tokio::net::TcpStream::connect(app.running.http_addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(app.running.http_addr)
+        .await
+        .unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
         format!("wss://localhost:{port}/ws"),
         tcp,
@@ -54,7 +66,11 @@ async fn serves_https_and_wss_with_rustls() {
     )
     .await
     .expect("wss handshake");
-    ws.send(Message::text(json!({"type": "join", "data": {"token": user.token}}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "join", "data": {"token": user.token}}).to_string(),
+    ))
+    .await
+    .unwrap();
     let first = ws.next().await.unwrap().unwrap();
     let v: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
     assert_eq!(v["type"], "connected");

@@ -599,8 +599,57 @@ impl Chat {
         self.notify(vec![(partner, event)], None).await
     }
 
-    /// Tell both users of a freshly committed session (the matcher's last
-    /// step).
+    /// Tell both users of each freshly committed session (the matcher's
+    /// last step), for a whole pairing round at once: one read of every
+    /// user involved and one publish. A session this new has no reveal,
+    /// rating or message yet, so nothing else is read.
+    pub async fn announce_matches(&self, sessions: &[Session]) -> ChatResult<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<UserId> = sessions.iter().flat_map(|s| [s.user1, s.user2]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let users: HashMap<UserId, User> = self
+            .store
+            .users(&ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+        let mut deliveries = Vec::with_capacity(2 * sessions.len());
+        for s in sessions {
+            self.remember(s);
+            for (me, partner) in [(s.user1, s.user2), (s.user2, s.user1)] {
+                let Some(partner) = users.get(&partner) else {
+                    continue;
+                };
+                let view = SessionView {
+                    id: s.id.0,
+                    status: s.status.as_str().into(),
+                    started_at: s.started_at,
+                    ended_at: s.ended_at,
+                    partner: Self::partner_view(partner),
+                    reveal: Self::reveal_view(None, me),
+                    my_rating: None,
+                    identities: None,
+                    messages: None,
+                };
+                let user = view.partner.clone();
+                deliveries.push((
+                    me,
+                    ServerEvent::MatchFound(MatchFoundData {
+                        session: view,
+                        user,
+                    }),
+                ));
+            }
+        }
+        self.notify(deliveries, None).await
+    }
+
+    /// Tell both users of one committed session, reading its current state
+    /// (used to re-announce a session found after a leader change).
     pub async fn announce_match(&self, s: &Session) -> ChatResult<()> {
         self.remember(s);
         let mut deliveries = Vec::with_capacity(2);

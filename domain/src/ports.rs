@@ -66,6 +66,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
 
+    /// Many users at once (unknown ids are left out). Adapters override
+    /// this with one query; the default asks one by one.
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(user) = self.user(id).await? {
+                out.push(user);
+            }
+        }
+        Ok(out)
+    }
+
     /// Apply a partial profile change; `None` if the user does not exist.
     async fn update_profile(
         &self,

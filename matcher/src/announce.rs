@@ -23,13 +23,12 @@ pub(crate) type Job = Session;
 
 /// Sessions waiting for their announcement before rounds are held back.
 pub(crate) const BACKLOG: usize = 50_000;
-/// Announcements in flight at once. Each one makes eight store reads (both
-/// users and the session's reveal and rating state, once per side), so
-/// this is kept well under the store pool's size: more in flight does not
-/// announce faster once the database is busy, it only queues the rounds'
-/// own commits behind the announcements (measured: 16 in flight slowed
-/// rounds two- to four-fold for the same announcement rate).
-const CONCURRENCY: usize = 8;
+/// Announcement batches in flight at once. A batch is one store read of
+/// its users and one publish, so a few in flight keep up with the rounds
+/// without queueing the rounds' own commits behind them.
+const CONCURRENCY: usize = 4;
+/// Sessions announced together.
+const BATCH: usize = 500;
 
 /// Announce every session received until the sender is dropped, then
 /// finish the backlog; once `shutdown` fires, give up after `drain`.
@@ -45,7 +44,14 @@ pub(crate) async fn run(
             tokio::select! {
                 job = jobs.recv(), if running.len() < CONCURRENCY => match job {
                     Some(session) => {
-                        running.spawn(announce(chat.clone(), session));
+                        let mut batch = vec![session];
+                        while batch.len() < BATCH {
+                            match jobs.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        running.spawn(announce(chat.clone(), batch));
                     }
                     None => break,
                 },
@@ -68,19 +74,19 @@ pub(crate) async fn run(
     }
 }
 
-async fn announce(chat: Arc<Chat>, session: Session) {
+async fn announce(chat: Arc<Chat>, sessions: Vec<Session>) {
     // One retry rides out a blip; after that the users still find the
     // session through `connected.session` when they reconnect.
     for attempt in 0..2 {
-        match chat.announce_match(&session).await {
+        match chat.announce_matches(&sessions).await {
             Ok(()) => return,
             Err(e) if attempt == 0 => {
-                tracing::debug!(error = %e, session = %session.id, "matcher: retrying an announcement");
+                tracing::debug!(error = %e, sessions = sessions.len(), "matcher: retrying announcements");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
-                metrics::counter!(telemetry::ANNOUNCE_FAILURES).increment(1);
-                tracing::warn!(error = %e, session = %session.id, "matcher: cannot announce a match");
+                metrics::counter!(telemetry::ANNOUNCE_FAILURES).increment(sessions.len() as u64);
+                tracing::warn!(error = %e, sessions = sessions.len(), "matcher: cannot announce matches");
             }
         }
     }

@@ -176,6 +176,16 @@ impl Store for PgStore {
         row.as_ref().map(records::user).transpose()
     }
 
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = ANY($1)"))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(records::user).collect()
+    }
+
     async fn update_profile(
         &self,
         id: UserId,

@@ -52,12 +52,18 @@ impl App {
         let dir = tempdir::TempDir::new();
         let db = format!("sqlite://{}/io.db", dir.0.display());
         let mut args = vec![
-            "io", "all",
-            "--http-addr", "127.0.0.1:0",
-            "--metrics-addr", "127.0.0.1:0",
-            "--database-url", &db,
-            "--jwt-secret", SECRET,
-            "--public-url", "http://localhost:8080",
+            "io",
+            "all",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--jwt-secret",
+            SECRET,
+            "--public-url",
+            "http://localhost:8080",
         ];
         args.extend_from_slice(extra);
         let (role, settings) = Cli::try_parse_from(args).expect("valid flags").into_role();
@@ -108,7 +114,9 @@ pub async fn make_user(store: &dyn Store, tokens: &Tokens, gender: Gender) -> Te
                 gender: Some(gender),
                 seeking: Some(Seeking::default_for(Some(gender))),
                 real_name: Some(CardText::parse("realName", &real_name, 80).unwrap()),
-                details: Some(CardText::parse("details", &format!("details of {short}"), 500).unwrap()),
+                details: Some(
+                    CardText::parse("details", &format!("details of {short}"), 500).unwrap(),
+                ),
                 reveal_email: Some(true),
                 ..Default::default()
             },
@@ -138,8 +146,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 impl Ws {
     pub async fn open(url: &str) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
-        Ws { stream, seen: Vec::new(), last_close: None }
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        Ws {
+            stream,
+            seen: Vec::new(),
+            last_close: None,
+        }
     }
 
     /// Open and join; returns the client and the `connected` data.
@@ -159,7 +173,10 @@ impl Ws {
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.stream.send(Message::text(text.to_owned())).await.expect("ws send");
+        self.stream
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("ws send");
     }
 
     /// The next event that is not an `online_count`, with its full frame.
@@ -232,12 +249,15 @@ impl Ws {
         }
         loop {
             // Longer than any server-side timeout (the join timeout is 10 s).
-            let msg = tokio::time::timeout(2 * WAIT, self.stream.next()).await.expect("close within the wait");
+            let msg = tokio::time::timeout(2 * WAIT, self.stream.next())
+                .await
+                .expect("close within the wait");
             match msg {
                 Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
                 Some(Ok(Message::Close(None))) => return 1005,
                 Some(Ok(Message::Text(t))) => {
-                    self.seen.push(serde_json::from_str(&t).unwrap_or(Value::Null));
+                    self.seen
+                        .push(serde_json::from_str(&t).unwrap_or(Value::Null));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return 1006,
@@ -322,14 +342,21 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Every frame a user saw, as one string, to search for leaks.
 pub fn transcript(frames: &[Value]) -> String {
-    frames.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n")
+    frames
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn addr_of(url: &str) -> SocketAddr {
