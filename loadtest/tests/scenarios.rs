@@ -16,10 +16,28 @@ struct Run {
     csv: String,
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A work directory, removed when the test passes (kept for a look when it fails).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("io-loadtest-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 async fn loadtest(dir: &Path, args: &[&str]) -> Run {
@@ -237,10 +255,13 @@ async fn churn_cycles_through_match_end_rate() {
     .await;
     let r = &run.report;
     assert_eq!(run.code, 0, "{r:#}");
-    assert_eq!(counter(r, "cycles"), 24, "{r:#}");
+    // Two cycles each; in the second, the last dude and girl may be a pair that
+    // already met: they withdraw when the steady phase ends (not an error).
+    let cycles = counter(r, "cycles");
+    assert!(cycles == 24 || cycles == 22, "{r:#}");
     assert_eq!(counter(r, "lost"), 0);
     assert_eq!(counter(r, "duplicated"), 0);
-    assert_eq!(counter(r, "delivered"), 48);
+    assert_eq!(counter(r, "delivered"), cycles * 2);
     for step in ["connect", "match_wait", "end", "rate", "cycle"] {
         assert!(
             r["latency_ms"]["all"][step]["count"].as_u64().unwrap_or(0) > 0,
