@@ -208,14 +208,21 @@ async fn route(fake: Arc<Fake>, node: usize, mut req: Request<Incoming>) -> Resp
             json(202, serde_json::json!({}))
         }
         ("GET", "/dev/mailbox") => {
+            // The shape of IO's page: newest first, the address before its link.
             let st = fake.state.lock().unwrap();
-            let mails: Vec<serde_json::Value> = st
-                .mailbox
-                .iter()
-                .rev()
-                .map(|(to, t)| serde_json::json!({"to": to, "link": format!("http://localhost/auth/verify#token={t}")}))
-                .collect();
-            json(200, serde_json::json!(mails))
+            let mut page = String::from("<!doctype html><ul>\n");
+            for (to, t) in st.mailbox.iter().rev() {
+                let link = format!("http://localhost/auth/verify#token={t}");
+                page.push_str(&format!(
+                    "<li><time>now</time> to <span class=\"to\">{to}</span>: <a class=\"link\" href=\"{link}\">{link}</a></li>\n"
+                ));
+            }
+            page.push_str("</ul>\n");
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from(page)))
+                .expect("response")
         }
         ("POST", "/api/auth/verify-token") => {
             let token = body.get("token").and_then(|e| e.as_str()).unwrap_or("");
