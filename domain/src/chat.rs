@@ -415,7 +415,11 @@ impl Chat {
     /// Relay a typing indicator to the partner; never stored.
     pub async fn typing(&self, actor: &Actor, session: SessionId, started: bool) -> ChatResult<()> {
         let partner = self.partner_in(actor.user, session).await?;
-        self.limiters.typing.check(&actor.user)?;
+        // Only starts count: a stop must always get through, or the
+        // partner would see "typing…" that never ends.
+        if started {
+            self.limiters.typing.check(&actor.user)?;
+        }
         let data = SessionRef {
             session_id: session.0,
         };
