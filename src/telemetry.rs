@@ -350,9 +350,18 @@ pub async fn serve_metrics(
         .await
 }
 
-/// Bind a listener, naming the setting in the error.
+/// Bind a listener, naming the setting in the error. The accept backlog is
+/// raised from the usual 1024 so a reconnect storm (a drained node's users,
+/// a load test's ramp) queues instead of being dropped into SYN retries.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(8192).map_err(fail)
 }
