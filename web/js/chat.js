@@ -12,6 +12,12 @@ const VIBES = [
   [4, 'Legendary', '👑'],
 ];
 const GENDER_EMOJI = { dude: '🕺', girl: '💃' };
+/**
+ * Screens where open identity cards would squeeze the conversation (phones,
+ * 30rem being app.css's small-screen breakpoint, and short landscape ones):
+ * the cards start collapsed there.
+ */
+const COMPACT_QUERY = '(max-width: 30rem), (max-height: 36rem)';
 
 export function mount(root, ctx) {
   const { live } = ctx;
@@ -64,7 +70,7 @@ function identityCard(card, title, testid) {
   return h(
     'article',
     { class: 'id-card', 'data-testid': testid },
-    h('h3', {}, title),
+    h('h2', {}, title),
     rows.length
       ? h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))
       : h('p', { class: 'muted' }, 'Nothing on this card.'),
@@ -134,7 +140,7 @@ function chatView(ctx) {
     h('div', { class: 'row tight' }, acceptButton, declineButton),
   );
   const revealStatus = h('p', { class: 'reveal-status muted small', 'data-testid': 'reveal-status', hidden: true });
-  const cardsSlot = h('div', {});
+  const cardsSlot = h('div', { class: 'cards-slot' });
 
   // Messages.
   const list = h('ol', { class: 'messages', 'aria-label': 'Messages', tabindex: '0', 'data-testid': 'messages' });
@@ -220,8 +226,10 @@ function chatView(ctx) {
     }
   };
 
+  const isNearBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+
   const paintMessages = () => {
-    const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 120;
+    const nearBottom = isNearBottom();
     const items = live.timeline.items();
     const seen = new Set();
     let cursor = intro;
@@ -247,6 +255,18 @@ function chatView(ctx) {
     }
     if (nearBottom || mineAdded) list.scrollTop = list.scrollHeight;
   };
+
+  // The list gets shorter when the cards open, the keyboard comes up or the
+  // phone turns: whoever was reading the newest messages keeps seeing them.
+  let pinned = true;
+  list.addEventListener('scroll', () => (pinned = isNearBottom()), { passive: true });
+  const resized = globalThis.ResizeObserver
+    ? new ResizeObserver(() => {
+        if (pinned) list.scrollTop = list.scrollHeight;
+      })
+    : null;
+  resized?.observe(list);
+  offs.push(() => resized?.disconnect());
 
   offs.push(
     live.on('messages', ({ added = [] } = {}) => {
@@ -318,6 +338,17 @@ function chatView(ctx) {
 
   // --- reveal ----------------------------------------------------------------
 
+  // Identity cards start collapsed on a small screen and follow its size
+  // (a rotated phone) until the person opens or closes them.
+  const compact = globalThis.matchMedia?.(COMPACT_QUERY) ?? null;
+  let cardsDetails = null;
+  let cardsChosen = false;
+  const onCompactChange = () => {
+    if (cardsDetails && !cardsChosen) cardsDetails.open = !compact.matches;
+  };
+  compact?.addEventListener('change', onCompactChange);
+  offs.push(() => compact?.removeEventListener('change', onCompactChange));
+
   const paintReveal = () => {
     const s = live.session;
     const { state = 'none', requestedBy = null } = s?.reveal ?? {};
@@ -339,12 +370,16 @@ function chatView(ctx) {
     revealStatus.textContent = status;
     revealStatus.hidden = !status;
     revealStatus.dataset.testid = testid;
-    // Collapsible in the chat, so on a phone the cards do not push the
-    // conversation off screen.
+    // Collapsible in the chat, so the cards never push the conversation
+    // off a small screen.
     const cards = state === 'accepted' ? identityCards(identities) : null;
-    if (!cards) replaceChildren(cardsSlot);
-    else if (!cardsSlot.firstChild) {
-      replaceChildren(cardsSlot, h('details', { class: 'cards-wrap', open: true }, h('summary', {}, 'Identity cards'), cards));
+    if (!cards) {
+      replaceChildren(cardsSlot);
+      cardsDetails = null;
+    } else if (!cardsSlot.firstChild) {
+      const summary = h('summary', { onclick: () => (cardsChosen = true) }, 'Identity cards');
+      cardsDetails = h('details', { class: 'cards-wrap', open: !compact?.matches }, summary, cards);
+      replaceChildren(cardsSlot, cardsDetails);
     }
   };
 

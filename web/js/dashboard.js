@@ -58,17 +58,35 @@ export function mount(root, ctx) {
     waiting.dataset.girl = String(girls);
   };
 
+  // Only the newest poll paints and schedules the next one, so overlapping
+  // polls (a timer and a `searching` confirmation) never fork the chain.
+  let pollSeq = 0;
   const poll = async () => {
     clearTimeout(pollTimer);
+    const seq = ++pollSeq;
     try {
       const body = await api.get('/api/users/online-count');
-      if (!alive) return;
+      if (!alive || seq !== pollSeq) return;
       paintCount(body?.count);
       paintWaiting(body?.waiting);
     } catch {
       // The pushed online_count keeps the number roughly right meanwhile.
     }
-    if (alive) pollTimer = setTimeout(poll, live.phase === 'searching' ? WAITING_POLL_MS : IDLE_POLL_MS);
+    if (alive && seq === pollSeq) pollTimer = setTimeout(poll, live.phase === 'searching' ? WAITING_POLL_MS : IDLE_POLL_MS);
+  };
+
+  /**
+   * Until the server confirms the search the user is not in its queue yet,
+   * so counts fetched now would leave them out: say so, and fetch once the
+   * `searching` event arrives (the timer is only a fallback).
+   */
+  const awaitConfirmation = () => {
+    pollSeq += 1;
+    clearTimeout(pollTimer);
+    waiting.textContent = 'Joining the queue…';
+    delete waiting.dataset.dude;
+    delete waiting.dataset.girl;
+    pollTimer = setTimeout(poll, WAITING_POLL_MS);
   };
 
   const paintPhase = (announceIt) => {
@@ -78,7 +96,8 @@ export function mount(root, ctx) {
     if (searching) {
       if (announceIt) announce('Searching for someone. Press Cancel to stop.');
       if (document.activeElement === findButton || document.activeElement === document.body) cancel.focus();
-      poll();
+      if (live.searchConfirmed) poll();
+      else awaitConfirmation();
     } else if (announceIt) {
       announce('Search stopped.');
       if (document.activeElement === cancel || document.activeElement === document.body) findButton.focus();
@@ -91,6 +110,7 @@ export function mount(root, ctx) {
   const offs = [
     live.on('online', paintCount),
     live.on('phase', () => paintPhase(true)),
+    live.on('searching', () => poll()),
     live.on('user', paintHeading),
   ];
 

@@ -91,6 +91,11 @@ class Live {
     this.onlineCount = null;
     /** `idle` | `searching` | `chat` | `ended`. */
     this.phase = 'idle';
+    /**
+     * The server has answered the current search with `searching`, so the
+     * user is in its queue (the phase turns `searching` at the click, before).
+     */
+    this.searchConfirmed = false;
     /** The current SessionView (without `messages`), or null. */
     this.session = null;
     this.timeline = new Timeline();
@@ -135,6 +140,7 @@ class Live {
 
   setPhase(phase) {
     if (this.phase === phase) return;
+    if (phase !== 'searching') this.searchConfirmed = false;
     this.phase = phase;
     this.emit('phase', phase);
   }
@@ -169,6 +175,7 @@ class Live {
     this.onlineCount = null;
     this.clearSession();
     this.phase = 'idle';
+    this.searchConfirmed = false;
     this.setStatus('offline');
   }
 
@@ -323,6 +330,10 @@ class Live {
     },
     searching() {
       if (this.phase === 'idle' || this.phase === 'ended') this.setPhase('searching');
+      if (this.phase !== 'searching') return;
+      this.searchConfirmed = true;
+      // Now the server's waiting counts include this user.
+      this.emit('searching');
     },
     search_cancelled() {
       if (this.phase === 'searching') this.setPhase('idle');
@@ -649,6 +660,7 @@ class Live {
     });
     if (!ref) return this.offline('find_match');
     if (this.phase === 'ended') this.clearSession();
+    this.searchConfirmed = false;
     this.setPhase('searching');
     return true;
   }

@@ -283,6 +283,30 @@ test('searching survives a reconnect by asking again', async () => {
   live.stop();
 });
 
+test('a search counts as confirmed only once the server answers `searching`', async () => {
+  reset();
+  live.start();
+  const ws = await connectWith(null);
+  const confirmations = [];
+  const off = live.on('searching', () => confirmations.push(live.phase));
+  live.findMatch();
+  assert.equal(live.phase, 'searching');
+  assert.equal(live.searchConfirmed, false, 'not in the queue before the answer');
+  ws.receive({ type: 'searching', data: {}, ref: ws.frames('find_match')[0].ref });
+  assert.equal(live.searchConfirmed, true);
+  assert.deepEqual(confirmations, ['searching']);
+
+  live.cancelSearch();
+  assert.equal(live.phase, 'idle');
+  assert.equal(live.searchConfirmed, false);
+  // Searching again waits for a new answer.
+  live.findMatch();
+  assert.equal(live.searchConfirmed, false);
+  assert.deepEqual(confirmations, ['searching']);
+  off();
+  live.stop();
+});
+
 test('typing: one start while typing, a stop after, and never more than two frames a second', async () => {
   reset();
   routes['GET /api/chat/sessions/s1/messages'] = () => [200, { messages: [] }];
