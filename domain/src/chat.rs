@@ -363,19 +363,35 @@ impl Chat {
     /// Commit a message, then tell both users. The sender's answer is the
     /// committed message (its ack).
     pub async fn send_message(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         session: SessionId,
         content: &str,
         client_msg_id: &str,
     ) -> ChatResult<MessageView> {
+        self.submit_message(actor, session, content, client_msg_id)
+            .await?
+            .await
+    }
+
+    /// The first half of `send_message`: check the message and queue it for
+    /// commit, in call order. The returned future commits, tells both users
+    /// and yields the ack; a transport may await it later so one socket can
+    /// have several messages in flight (their order is kept).
+    pub async fn submit_message(
+        self: &Arc<Self>,
+        actor: &Actor,
+        session: SessionId,
+        content: &str,
+        client_msg_id: &str,
+    ) -> ChatResult<impl std::future::Future<Output = ChatResult<MessageView>> + Send + 'static> {
         let content = MessageContent::parse(content)?;
         let client_msg_id = ClientMsgId::parse(client_msg_id)?;
         let partner = self.partner_in(actor.user, session).await?;
         self.limiters.messages.check(&actor.user)?;
-        let stored = self
+        let committed = self
             .writer
-            .append(NewMessage {
+            .submit(NewMessage {
                 id: MessageId::new(),
                 session_id: session,
                 sender_id: actor.user,
@@ -383,33 +399,37 @@ impl Chat {
                 client_msg_id,
                 created_at: Utc::now(),
             })
-            .await
-            .map_err(|e| match e {
+            .await?;
+        let chat = self.clone();
+        let actor = actor.clone();
+        Ok(async move {
+            let stored = committed.await.map_err(|e| match e {
                 crate::ports::StoreError::Conflict(_) => {
                     ChatError::Conflict("the session is not active")
                 }
                 other => other.into(),
             })?;
-        metrics::counter!("io_chat_messages_total").increment(1);
-        self.notify(
-            vec![
-                (
-                    actor.user,
-                    ServerEvent::MessageReceived(MessageData {
-                        message: Self::message_view(&stored, actor.user),
-                    }),
-                ),
-                (
-                    partner,
-                    ServerEvent::MessageReceived(MessageData {
-                        message: Self::message_view(&stored, partner),
-                    }),
-                ),
-            ],
-            actor.conn.clone(),
-        )
-        .await?;
-        Ok(Self::message_view(&stored, actor.user))
+            metrics::counter!("io_chat_messages_total").increment(1);
+            chat.notify(
+                vec![
+                    (
+                        actor.user,
+                        ServerEvent::MessageReceived(MessageData {
+                            message: Self::message_view(&stored, actor.user),
+                        }),
+                    ),
+                    (
+                        partner,
+                        ServerEvent::MessageReceived(MessageData {
+                            message: Self::message_view(&stored, partner),
+                        }),
+                    ),
+                ],
+                actor.conn.clone(),
+            )
+            .await?;
+            Ok(Self::message_view(&stored, actor.user))
+        })
     }
 
     /// Relay a typing indicator to the partner; never stored.

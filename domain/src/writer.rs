@@ -33,13 +33,26 @@ impl MessageWriter {
 
     /// Commit one message; resolves once it is durable (or refused).
     pub async fn append(&self, message: NewMessage) -> StoreResult<Message> {
+        self.submit(message).await?.await
+    }
+
+    /// Queue one message for the next batch and return at once with the
+    /// future of its commit. Messages queued one after the other are
+    /// committed in that order, so a socket can have several in flight
+    /// without its messages changing places.
+    pub async fn submit(
+        &self,
+        message: NewMessage,
+    ) -> StoreResult<impl std::future::Future<Output = StoreResult<Message>> + Send + 'static> {
         let (reply, done) = oneshot::channel();
         self.tx
             .send((message, reply))
             .await
             .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?
+        Ok(async move {
+            done.await
+                .map_err(|_| StoreError::Unavailable("message writer stopped".into()))?
+        })
     }
 }
 
