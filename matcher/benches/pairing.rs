@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Options: `--users N` (throughput queue, default 100,000), `--rate R` and
-//! `--seconds S` (latency arrivals, default 1,000/s for 20 s), `--runs K`
+//! `--seconds S` (latency arrivals, default 1,000/s for 20 s),
+//! `--active-sessions A` (latency: sessions already under way between other
+//! users when arrivals start, as in a busy hour; default 0), `--runs K`
 //! (default 3; medians are reported), `--late-ms L` (an arrival sent this
 //! long after its schedule is late, default 5), `--timeout S` (give up on a
 //! run, default 300), `--out DIR` (default `<workspace>/artifacts/bench`).
@@ -75,6 +77,8 @@ struct Args {
     rate: f64,
     seconds: f64,
     runs: usize,
+    /// Sessions already active when the latency run starts.
+    active: usize,
     late_ms: f64,
     timeout: Duration,
     out: PathBuf,
@@ -88,6 +92,7 @@ impl Args {
             rate: 1_000.0,
             seconds: 20.0,
             runs: 3,
+            active: 0,
             late_ms: 5.0,
             timeout: Duration::from_secs(300),
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts/bench"),
@@ -104,13 +109,14 @@ impl Args {
                 "--rate" => args.rate = value("--rate")?.parse()?,
                 "--seconds" => args.seconds = value("--seconds")?.parse()?,
                 "--runs" => args.runs = value("--runs")?.parse()?,
+                "--active-sessions" => args.active = value("--active-sessions")?.parse()?,
                 "--late-ms" => args.late_ms = value("--late-ms")?.parse()?,
                 "--timeout" => args.timeout = Duration::from_secs_f64(value("--timeout")?.parse()?),
                 "--out" => args.out = value("--out")?.into(),
                 "-h" | "--help" => {
                     println!(
                         "usage: cargo bench -p io-matcher --bench pairing -- [throughput] [latency] \
-                         [--users N] [--rate R] [--seconds S] [--runs K] [--late-ms L] \
+                         [--users N] [--rate R] [--seconds S] [--active-sessions A] [--runs K] [--late-ms L] \
                          [--timeout S] [--out DIR]"
                     );
                     std::process::exit(0);
@@ -492,6 +498,9 @@ async fn latency_run(args: &Args, tally: &Tally, log: &RoundLog, run: usize) -> 
     let users = world::couples(n);
     world.insert_users(&users).await?;
     world.online(&users).await?;
+    if args.active > 0 {
+        world.active_sessions(args.active).await?;
+    }
     let matcher = RunningMatcher::start(&world);
     let elected = Instant::now();
     while !matcher.matcher.is_leader() {
@@ -600,6 +609,7 @@ async fn latency_run(args: &Args, tally: &Tally, log: &RoundLog, run: usize) -> 
         "run": run,
         "rate_per_s": args.rate,
         "seconds": args.seconds,
+        "active_sessions_before": args.active,
         "arrivals": n,
         "expected_match_found": seen.expected,
         "match_found": seen.found,
@@ -856,6 +866,7 @@ fn main() -> Result<()> {
             "rate_per_s": args.rate,
             "seconds": args.seconds,
             "runs": args.runs,
+            "active_sessions": args.active,
             "late_ms": args.late_ms,
         },
         "machine": { "cores": probes::cores(), "loadavg_start": loadavg_start },
@@ -884,8 +895,9 @@ fn main() -> Result<()> {
                 Which::Latency => (
                     "latency",
                     format!(
-                        "latency: find_match at {}/s for {} s, scheduled join to match_found ({} runs)",
-                        args.rate, args.seconds, args.runs
+                        "latency: find_match at {}/s for {} s, {} sessions under way, scheduled \
+                         join to match_found ({} runs)",
+                        args.rate, args.seconds, args.active, args.runs
                     ),
                     LATENCY_ROWS,
                 ),

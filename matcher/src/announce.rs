@@ -14,6 +14,7 @@ use io_domain::model::Session;
 use io_domain::Chat;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry;
@@ -78,8 +79,18 @@ async fn announce(chat: Arc<Chat>, sessions: Vec<Session>) {
     // One retry rides out a blip; after that the users still find the
     // session through `connected.session` when they reconnect.
     for attempt in 0..2 {
+        let started = Instant::now();
         match chat.announce_matches(&sessions).await {
-            Ok(()) => return,
+            Ok(()) => {
+                let took = started.elapsed();
+                metrics::histogram!(telemetry::ANNOUNCE_SECONDS).record(took.as_secs_f64());
+                tracing::debug!(
+                    sessions = sessions.len(),
+                    ms = took.as_millis() as u64,
+                    "matcher: announced"
+                );
+                return;
+            }
             Err(e) if attempt == 0 => {
                 tracing::debug!(error = %e, sessions = sessions.len(), "matcher: retrying announcements");
                 tokio::time::sleep(Duration::from_millis(200)).await;

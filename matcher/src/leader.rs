@@ -63,8 +63,16 @@ const MAX_CHANGES: usize = 10_000;
 /// Pairs per round: bounds a round's duration so cancellations are seen
 /// promptly; the oldest are served first and the next round follows at once.
 const MAX_PAIRS_PER_ROUND: usize = 5_000;
-/// Pairs per `create_sessions` call (one transaction).
-const COMMIT_CHUNK: usize = 500;
+/// Pairs per `create_sessions` call (one transaction): a whole round.
+/// Besides its per-pair work each call costs the store lookups whose price
+/// grows with the users and sessions tables, not with the call; draining a
+/// 100,000-user queue 500 pairs per call spent most of its time there and
+/// managed about 5,000 pairs/s, one call per round more than twice that
+/// (`benches/pairing.rs`). On Postgres a bigger transaction holds only the
+/// matcher's own fence row and key-share locks on the users, which block no
+/// profile update; on SQLite other writers wait for it, but a round that
+/// big needs 10,000 users queued on the one node.
+const COMMIT_CHUNK: usize = MAX_PAIRS_PER_ROUND;
 /// Users per `nodes_of`, `past_partners` and `queue_leave` call.
 const PRESENCE_CHUNK: usize = 5_000;
 const PAST_PARTNERS_CHUNK: usize = 2_000;
@@ -131,6 +139,17 @@ impl Failure {
             },
         }
     }
+}
+
+/// What committing a round's pairs did.
+#[derive(Default)]
+struct Committed {
+    /// Another round should follow at once (a pair was refused as met).
+    more: bool,
+    /// Time in `create_sessions`, all chunks together.
+    store_time: Duration,
+    /// Time in `queue_leave`.
+    leave_time: Duration,
 }
 
 pub(crate) struct Term<'a> {
@@ -354,8 +373,10 @@ impl<'a> Term<'a> {
             }
         }
         let planned = started.elapsed();
+        let mut committed = Committed::default();
         if !pairs.is_empty() {
-            more |= self.commit(&pairs).await?;
+            committed = self.commit(&pairs).await?;
+            more |= committed.more;
         }
         let took = started.elapsed();
         metrics::histogram!(telemetry::ROUND_SECONDS).record(took.as_secs_f64());
@@ -367,6 +388,8 @@ impl<'a> Term<'a> {
                 pairing_ms = pairing_time.as_millis() as u64,
                 presence_ms = (planned - loaded - pairing_time).as_millis() as u64,
                 commit_ms = (took - planned).as_millis() as u64,
+                store_ms = committed.store_time.as_millis() as u64,
+                leave_ms = committed.leave_time.as_millis() as u64,
                 "matcher: round"
             );
         }
@@ -435,9 +458,9 @@ impl<'a> Term<'a> {
     /// queue and hand their sessions to the announcer. Sessions already
     /// committed are always followed through, even when a later chunk ends
     /// the term.
-    async fn commit(&mut self, pairs: &[Pair]) -> Result<bool, Failure> {
+    async fn commit(&mut self, pairs: &[Pair]) -> Result<Committed, Failure> {
         let store = self.matcher.chat.store().clone();
-        let mut more = false;
+        let mut out = Committed::default();
         let mut created: Vec<(Pair, Session)> = Vec::new();
         let mut busy: Vec<UserId> = Vec::new();
         let mut unknown: Vec<UserId> = Vec::new();
@@ -451,7 +474,10 @@ impl<'a> Term<'a> {
                 .iter()
                 .map(|p| (p.first.user, p.second.user))
                 .collect();
-            let results = match store.create_sessions(self.token, &ids, Utc::now()).await {
+            let started = Instant::now();
+            let results = store.create_sessions(self.token, &ids, Utc::now()).await;
+            out.store_time += started.elapsed();
+            let results = match results {
                 Ok(results) => results,
                 Err(e) => {
                     failure = Some(Failure::store("create_sessions", e));
@@ -469,7 +495,7 @@ impl<'a> Term<'a> {
                     Err(StoreError::AlreadyMet) => {
                         metrics::counter!(telemetry::ALREADY_MET).increment(1);
                         self.index.add_met(a, b);
-                        more = true;
+                        out.more = true;
                     }
                     Err(StoreError::Busy) => {
                         metrics::counter!(telemetry::BUSY).increment(1);
@@ -496,7 +522,9 @@ impl<'a> Term<'a> {
                 .iter()
                 .flat_map(|(p, _)| [p.first.user, p.second.user])
                 .collect();
+            let started = Instant::now();
             self.leave(&users).await;
+            out.leave_time = started.elapsed();
             for (_, session) in created {
                 // Waits only when announcing is far behind; the receiver
                 // lives as long as `run`, so a send cannot fail before it.
@@ -513,7 +541,7 @@ impl<'a> Term<'a> {
         }
         match failure {
             Some(f) => Err(f),
-            None => Ok(more),
+            None => Ok(out),
         }
     }
 

@@ -34,7 +34,13 @@
 //! `io_matcher_stale_leader_rejections_total`, and for diagnosis
 //! `io_matcher_already_met_total`, `io_matcher_busy_total`,
 //! `io_matcher_offline_dropped_total`, `io_matcher_announce_failures_total`,
-//! `io_matcher_errors_total{step}`.
+//! `io_matcher_announce_seconds`, `io_matcher_errors_total{step}`.
+//!
+//! # Performance
+//! `benches/pairing.rs` measures a leader on the real adapters: pairs per
+//! second draining a big queue, and the wait from joining to `match_found`
+//! under a steady arrival rate (`cargo bench -p io-matcher --bench pairing`).
+//! With `RUST_LOG=io_matcher=debug` each round logs where its time went.
 //!
 //! [`Bus::acquire_lease`]: io_domain::ports::Bus::acquire_lease
 //! [`StoreError::StaleLeader`]: io_domain::ports::StoreError::StaleLeader

@@ -17,6 +17,7 @@ pub(crate) const ALREADY_MET: &str = "io_matcher_already_met_total";
 pub(crate) const BUSY: &str = "io_matcher_busy_total";
 pub(crate) const OFFLINE_DROPPED: &str = "io_matcher_offline_dropped_total";
 pub(crate) const ANNOUNCE_FAILURES: &str = "io_matcher_announce_failures_total";
+pub(crate) const ANNOUNCE_SECONDS: &str = "io_matcher_announce_seconds";
 pub(crate) const ERRORS: &str = "io_matcher_errors_total";
 
 pub(crate) fn describe() {
@@ -58,6 +59,11 @@ pub(crate) fn describe() {
     describe_counter!(
         ANNOUNCE_FAILURES,
         "match_found announcements that could not be sent"
+    );
+    describe_histogram!(
+        ANNOUNCE_SECONDS,
+        Unit::Seconds,
+        "Duration of one batch of match_found announcements (read the users, publish)"
     );
     describe_counter!(ERRORS, "Failed store or bus calls of the leader, by step");
 }

@@ -226,6 +226,34 @@ impl World {
         Ok(())
     }
 
+    /// Users already chatting: `n` active sessions between `2n` new users
+    /// (who are not queued). Their count is what the store's "is anyone of
+    /// these busy" check searches through.
+    pub async fn active_sessions(&self, n: usize) -> Result<()> {
+        let users = couples(2 * n);
+        self.insert_users(&users).await?;
+        let now = chrono::Utc::now();
+        for chunk in users.chunks(2 * INSERT_ROWS) {
+            let ids: Vec<uuid::Uuid> = chunk.chunks(2).map(|_| UserId::new().0).collect();
+            let first: Vec<uuid::Uuid> = chunk.iter().step_by(2).map(|u| u.id.0).collect();
+            let second: Vec<uuid::Uuid> = chunk.iter().skip(1).step_by(2).map(|u| u.id.0).collect();
+            sqlx::query(
+                "INSERT INTO chat_sessions (id, user1_id, user2_id, status, started_at, last_seq) \
+                 SELECT id, u1, u2, 'active', $4, 0 \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t (id, u1, u2)",
+            )
+            .bind(&ids)
+            .bind(&first)
+            .bind(&second)
+            .bind(now)
+            .execute(&self.pg)
+            .await
+            .context("bulk insert sessions")?;
+        }
+        self.pg.execute("ANALYZE chat_sessions").await?;
+        Ok(())
+    }
+
     /// Everyone gets a live socket on the fake node.
     pub async fn online(&self, users: &[BenchUser]) -> Result<()> {
         let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
