@@ -37,7 +37,9 @@
 //! joins and inbox reads on a runtime of its own), the CPU of Postgres,
 //! Redis and the whole machine (the machine is shared: the load average and
 //! "other" CPU say how noisy a run was), the matcher's metrics and its
-//! per-round debug log (where a round's time went).
+//! per-round debug log (where a round's time went). The metrics are the
+//! whole process's: the driver's own bus calls (`queue_join`,
+//! `queue_counts`, `read_inbox`) appear beside the matcher's.
 
 mod support;
 
