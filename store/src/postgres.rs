@@ -355,7 +355,10 @@ impl Store for PgStore {
             .into_iter()
             .collect();
         let mut state = RoundState::default();
-        for row in sqlx::query("SELECT id FROM users WHERE id = ANY($1)")
+        // Joins on UNNEST keep both lookups on their indexes however large
+        // the round and the tables grow (`= ANY` of thousands of ids can
+        // turn into a scan of the whole table).
+        for row in sqlx::query("SELECT u.id FROM UNNEST($1::uuid[]) AS k (id) JOIN users u ON u.id = k.id")
             .bind(&users)
             .fetch_all(&mut *tx)
             .await
@@ -364,8 +367,11 @@ impl Store for PgStore {
             state.known.insert(UserId(row.uuid("id")?));
         }
         for row in sqlx::query(
-            "SELECT user1_id, user2_id FROM chat_sessions \
-             WHERE status = 'active' AND (user1_id = ANY($1) OR user2_id = ANY($1))",
+            "SELECT s.user1_id, s.user2_id FROM UNNEST($1::uuid[]) AS k (id) \
+             JOIN chat_sessions s ON s.user1_id = k.id WHERE s.status = 'active' \
+             UNION ALL \
+             SELECT s.user1_id, s.user2_id FROM UNNEST($1::uuid[]) AS k (id) \
+             JOIN chat_sessions s ON s.user2_id = k.id WHERE s.status = 'active'",
         )
         .bind(&users)
         .fetch_all(&mut *tx)
