@@ -384,7 +384,8 @@ impl Chat {
         session: SessionId,
         content: &str,
         client_msg_id: &str,
-    ) -> ChatResult<impl std::future::Future<Output = ChatResult<MessageView>> + Send + 'static> {
+    ) -> ChatResult<impl std::future::Future<Output = ChatResult<MessageView>> + Send + 'static>
+    {
         let content = MessageContent::parse(content)?;
         let client_msg_id = ClientMsgId::parse(client_msg_id)?;
         let partner = self.partner_in(actor.user, session).await?;

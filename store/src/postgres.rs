@@ -358,11 +358,12 @@ impl Store for PgStore {
         // Joins on UNNEST keep both lookups on their indexes however large
         // the round and the tables grow (`= ANY` of thousands of ids can
         // turn into a scan of the whole table).
-        for row in sqlx::query("SELECT u.id FROM UNNEST($1::uuid[]) AS k (id) JOIN users u ON u.id = k.id")
-            .bind(&users)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
+        for row in
+            sqlx::query("SELECT u.id FROM UNNEST($1::uuid[]) AS k (id) JOIN users u ON u.id = k.id")
+                .bind(&users)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
         {
             state.known.insert(UserId(row.uuid("id")?));
         }
