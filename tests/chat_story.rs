@@ -11,8 +11,17 @@ use io_domain::types::{Gender, SessionId};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn match_chat_reveal_end_rate_over_ws_and_rest() {
-    let app = App::start(&[]).await;
+async fn match_chat_reveal_end_rate_over_ws_and_rest_on_sqlite() {
+    story(App::start(&[]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_chat_reveal_end_rate_over_ws_and_rest_on_postgres() {
+    let db = io_store::testing::postgres().await;
+    story(App::start_on(Some(&db.url), &[]).await).await;
+}
+
+async fn story(app: App) {
     let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
     let (mut a, connected) = Ws::join(&app.ws(), &alice.token).await;

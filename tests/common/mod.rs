@@ -47,10 +47,18 @@ pub mod tempdir {
 }
 
 impl App {
-    /// Start `io all` with extra flags.
+    /// Start `io all` (SQLite) with extra flags.
     pub async fn start(extra: &[&str]) -> App {
+        App::start_on(None, extra).await
+    }
+
+    /// Start `io all` on the given database (`None`: a fresh SQLite file).
+    pub async fn start_on(database_url: Option<&str>, extra: &[&str]) -> App {
         let dir = tempdir::TempDir::new();
-        let db = format!("sqlite://{}/io.db", dir.0.display());
+        let db = match database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}/io.db", dir.0.display()),
+        };
         let mut args = vec![
             "io",
             "all",
