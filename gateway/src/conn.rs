@@ -137,8 +137,9 @@ async fn join(inner: &Inner, read: &mut Reader) -> Result<UserId, u16> {
 }
 
 async fn connected_frame(inner: &Inner, user: UserId) -> Result<Bytes, ChatError> {
-    let me = inner.chat.me(user).await?;
-    let session = inner.chat.current_session(user).await?;
+    // Two independent reads: overlap them, a connect storm waits on both.
+    let (me, session) = tokio::join!(inner.chat.me(user), inner.chat.current_session(user));
+    let (me, session) = (me?, session?);
     let mut online = inner.online.load(Ordering::Relaxed);
     if online == 0 {
         online = inner.chat.bus().online_count().await.unwrap_or(0);
