@@ -340,8 +340,9 @@ pub async fn router(
     Ok(app.layer(axum::middleware::from_fn(layers::observe)))
 }
 
-/// Forget idle rate-limit keys (ours and the chat's) for as long as the
-/// router lives, so memory tracks recent clients, not all clients ever.
+/// Forget idle sign-in rate-limit keys for as long as the router lives, so
+/// memory tracks recent clients, not all clients ever. (The chat's own keys
+/// are pruned by the process that owns the chat, for every role.)
 fn spawn_pruning(state: Weak<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
@@ -352,7 +353,6 @@ fn spawn_pruning(state: Weak<AppState>) {
                 return;
             };
             state.limiters.prune();
-            state.chat.prune_limiters();
         }
     });
 }

@@ -254,10 +254,11 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 me.control.close(CLOSE_RATE_LIMITED);
                 return None;
             }
-            let reference = decode(&text)
-                .err()
-                .and_then(|e| e.reference)
-                .or_else(|| decode(&text).ok().and_then(|(_, r)| r));
+            // Parsed once, only to answer with the frame's `ref`.
+            let reference = match decode(&text) {
+                Ok((_, reference)) => reference,
+                Err(e) => e.reference,
+            };
             send_error(me, reference.as_deref(), "RATE_LIMITED", "slow down");
             continue;
         }
