@@ -274,31 +274,7 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     assert_eq!(hello["session"]["id"], sid);
     assert_eq!(hello["session"]["status"], "active");
     let rest = Rest::new(&format!("http://{}", api.http), &alice.token);
-    let (_, history) = rest
-        .get(&format!(
-            "/api/chat/sessions/{sid}/messages?after=0&limit=200"
-        ))
-        .await;
-    let stored: Vec<String> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
-    for id in &acked {
-        assert!(stored.contains(id), "acknowledged message {id} lost");
-    }
-    let seqs: Vec<i64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
-        "no holes"
-    );
+    assert_history_holds(&rest, &sid, &acked).await;
     // And the chat goes on.
     a.send(
         "send_message",

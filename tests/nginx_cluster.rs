@@ -137,24 +137,7 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
     assert_ne!(hello["node"], alice_node.as_str());
     assert_eq!(hello["session"]["id"], sid);
     let rest = Rest::new(&base, &alice.token);
-    let (status, history) = rest
-        .get(&format!(
-            "/api/chat/sessions/{sid}/messages?after=0&limit=200"
-        ))
-        .await;
-    assert_eq!(status, 200, "{history}");
-    let stored: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    for id in &acked {
-        assert!(
-            stored.contains(&id.as_str()),
-            "acknowledged message {id} lost"
-        );
-    }
+    assert_history_holds(&rest, &sid, &acked).await;
     a.send(
         "send_message",
         json!({"sessionId": sid, "content": "still here", "clientMsgId": "after"}),

@@ -370,3 +370,31 @@ pub fn transcript(frames: &[Value]) -> String {
 pub fn addr_of(url: &str) -> SocketAddr {
     url.trim_start_matches("http://").parse().expect("addr")
 }
+
+/// The session's history holds every acknowledged message id, and its
+/// `seq`s run 1, 2, 3… without a hole.
+pub async fn assert_history_holds(rest: &Rest, session: &str, acked: &[String]) {
+    let (status, history) = rest
+        .get(&format!(
+            "/api/chat/sessions/{session}/messages?after=0&limit=200"
+        ))
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let messages = history["messages"].as_array().expect("a message list");
+    let stored: Vec<&str> = messages.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for id in acked {
+        assert!(
+            stored.contains(&id.as_str()),
+            "acknowledged message {id} lost"
+        );
+    }
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no holes"
+    );
+}
