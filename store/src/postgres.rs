@@ -355,12 +355,15 @@ impl Store for PgStore {
             .into_iter()
             .collect();
         let mut state = RoundState::default();
-        // Joins on UNNEST keep both lookups on their indexes however large
-        // the round and the tables grow (`= ANY` of thousands of ids can
-        // turn into a scan of the whole table).
-        for row in
-            sqlx::query("SELECT u.id FROM UNNEST($1::uuid[]) AS k (id) JOIN users u ON u.id = k.id")
-                .bind(&users)
+        // One index probe per key, whatever the statistics say: a LATERAL
+        // subquery with LIMIT 1 cannot become a hash join over the whole
+        // table, which a plain join on UNNEST does under a generic plan
+        // cached while the table was small (or never analyzed).
+        for row in sqlx::query(
+            "SELECT k.id FROM UNNEST($1::uuid[]) AS k (id) \
+             CROSS JOIN LATERAL (SELECT 1 FROM users WHERE id = k.id LIMIT 1) u",
+        )
+        .bind(&users)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?
@@ -369,10 +372,12 @@ impl Store for PgStore {
         }
         for row in sqlx::query(
             "SELECT s.user1_id, s.user2_id FROM UNNEST($1::uuid[]) AS k (id) \
-             JOIN chat_sessions s ON s.user1_id = k.id WHERE s.status = 'active' \
+             CROSS JOIN LATERAL (SELECT user1_id, user2_id FROM chat_sessions \
+               WHERE user1_id = k.id AND status = 'active' LIMIT 1) s \
              UNION ALL \
              SELECT s.user1_id, s.user2_id FROM UNNEST($1::uuid[]) AS k (id) \
-             JOIN chat_sessions s ON s.user2_id = k.id WHERE s.status = 'active'",
+             CROSS JOIN LATERAL (SELECT user1_id, user2_id FROM chat_sessions \
+               WHERE user2_id = k.id AND status = 'active' LIMIT 1) s",
         )
         .bind(&users)
         .fetch_all(&mut *tx)
@@ -391,8 +396,9 @@ impl Store for PgStore {
             .unzip();
         for row in sqlx::query(
             "SELECT p.lo, p.hi FROM UNNEST($1::uuid[], $2::uuid[]) AS p (lo, hi) \
-             JOIN chat_sessions s \
-               ON LEAST(s.user1_id, s.user2_id) = p.lo AND GREATEST(s.user1_id, s.user2_id) = p.hi",
+             CROSS JOIN LATERAL (SELECT 1 FROM chat_sessions \
+               WHERE LEAST(user1_id, user2_id) = p.lo \
+                 AND GREATEST(user1_id, user2_id) = p.hi LIMIT 1) s",
         )
         .bind(&lo)
         .bind(&hi)
@@ -552,9 +558,9 @@ impl Store for PgStore {
         let mut existing = plan::Existing::new();
         if !key_sessions.is_empty() {
             for r in sqlx::query(&format!(
-                "SELECT {cols} FROM UNNEST($1::uuid[], $2::text[]) AS k (session_id, client_msg_id) \
-                 JOIN messages m USING (session_id, client_msg_id)",
-                cols = "m.id, session_id, m.sender_id, m.seq, m.content, client_msg_id, m.created_at"
+                "SELECT {MESSAGE_COLS} FROM UNNEST($1::uuid[], $2::text[]) AS k (sid, cid) \
+                 CROSS JOIN LATERAL (SELECT {MESSAGE_COLS} FROM messages \
+                   WHERE session_id = k.sid AND client_msg_id = k.cid LIMIT 1) m"
             ))
             .bind(&key_sessions)
             .bind(&key_ids)
@@ -570,21 +576,9 @@ impl Store for PgStore {
             }
         }
 
-        // 3. Decide, then write everything with two statements.
+        // 3. Decide, then write everything with one statement.
         let plan = plan::plan_append(batch, &sessions, &existing);
         if !plan.new.is_empty() {
-            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
-                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
-            sqlx::query(
-                "UPDATE chat_sessions AS s SET last_seq = u.last_seq \
-                 FROM UNNEST($1::uuid[], $2::int8[]) AS u (id, last_seq) WHERE s.id = u.id",
-            )
-            .bind(&sids)
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-
             let n = plan.new.len();
             let mut id = Vec::with_capacity(n);
             let mut session = Vec::with_capacity(n);
@@ -602,8 +596,15 @@ impl Store for PgStore {
                 client.push(m.client_msg_id.as_str());
                 created.push(m.created_at);
             }
+            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
+                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
+            // The sessions' new last_seq and the messages, in one round trip.
             sqlx::query(
-                "INSERT INTO messages \
+                "WITH bump AS (\
+                   UPDATE chat_sessions AS s SET last_seq = u.last_seq \
+                   FROM UNNEST($8::uuid[], $9::int8[]) AS u (id, last_seq) \
+                   WHERE s.id = ANY($8) AND s.id = u.id) \
+                 INSERT INTO messages \
                    (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
                                       $5::text[], $6::text[], $7::timestamptz[])",
@@ -615,6 +616,8 @@ impl Store for PgStore {
             .bind(&content)
             .bind(&client)
             .bind(&created)
+            .bind(&sids)
+            .bind(&seqs)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
