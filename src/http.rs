@@ -2,7 +2,9 @@
 //! upgrades) over plain TCP or, with IO_TLS_CERT/IO_TLS_KEY, rustls.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,18 +62,27 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
+    let (mut accepted, stop_accepting) = match accept_thread(listener) {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the accept thread");
+            return;
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(ok) => ok,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
+            next = accepted.recv() => match next {
+                Some(ok) => ok,
+                None => break,
             },
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register an accepted socket");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -108,11 +119,69 @@ pub async fn serve(
             }
         }
     }
-    drop(listener);
+    stop_accepting.store(true, Ordering::Relaxed);
+    drop(accepted);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time");
     }
+}
+
+/// Accepted sockets waiting for the runtime; beyond this the thread waits
+/// and the kernel's accept queue holds the rest.
+const ACCEPT_QUEUE: usize = 16_384;
+
+type Accepted = tokio::sync::mpsc::Receiver<(std::net::TcpStream, SocketAddr)>;
+
+/// Accept on a thread of its own. Under a connection storm the runtime's
+/// workers are busy with thousands of handshakes, and an accept loop that
+/// waits its turn among them lets the kernel's accept queue (capped by
+/// `net.core.somaxconn`) overflow: the overflowing clients' handshakes are
+/// dropped and retried a second or more later. A thread the kernel
+/// schedules on its own keeps the queue drained; the runtime picks the
+/// sockets up from a channel. The thread stops within 100 ms of the flag.
+fn accept_thread(listener: TcpListener) -> std::io::Result<(Accepted, Arc<AtomicBool>)> {
+    let listener = listener.into_std()?;
+    listener.set_nonblocking(true)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("io-accept".into())
+        .spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let mut ready = libc::pollfd {
+                    fd: listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd that lives across the call.
+                if unsafe { libc::poll(&mut ready, 1, 100) } <= 0 {
+                    continue;
+                }
+                loop {
+                    match listener.accept() {
+                        Ok((stream, peer)) => {
+                            if stream.set_nonblocking(true).is_err() {
+                                continue;
+                            }
+                            if tx.blocking_send((stream, peer)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            // Usually EMFILE: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            std::thread::sleep(Duration::from_millis(20));
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((rx, stop))
 }
