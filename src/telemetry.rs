@@ -114,6 +114,15 @@ fn describe() {
         Unit::Seconds,
         "From publish to socket write."
     );
+    describe_histogram!(
+        "io_gateway_join_seconds",
+        Unit::Seconds,
+        "Reads for `connected`, per batch of joins."
+    );
+    describe_histogram!(
+        "io_gateway_join_batch_size",
+        "Joins answered by one batch of reads."
+    );
     describe_gauge!(
         "io_gateway_inbox_lag_seconds",
         Unit::Seconds,
@@ -275,7 +284,12 @@ pub fn register_known_metrics(role: crate::config::Role) {
         ] {
             gauge!(name).increment(0.0);
         }
-        for name in ["io_gateway_delivery_seconds", "io_gateway_send_queue_depth"] {
+        for name in [
+            "io_gateway_delivery_seconds",
+            "io_gateway_send_queue_depth",
+            "io_gateway_join_seconds",
+            "io_gateway_join_batch_size",
+        ] {
             let _ = histogram!(name);
         }
     }

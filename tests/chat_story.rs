@@ -410,3 +410,53 @@ async fn bad_frames_get_errors_and_keep_the_socket() {
     assert_eq!(ok["ref"], "alive");
     app.running.shutdown.cancel();
 }
+
+/// A burst of joins is answered in batches; every socket still gets its
+/// own `connected`: its user, and its session or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_each_gets_its_own_connected() {
+    let db = io_store::testing::postgres().await;
+    let app = App::start_on(Some(&db.url), &[]).await;
+    let mut expected = Vec::new();
+    for _ in 0..8 {
+        let dude = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+        let girl = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+        let (mut d, _) = Ws::join(&app.ws(), &dude.token).await;
+        let (mut g, _) = Ws::join(&app.ws(), &girl.token).await;
+        d.send("find_match", json!({}), None).await;
+        d.expect("searching").await;
+        g.send("find_match", json!({}), None).await;
+        let sid = d.wait_for("match_found").await["data"]["session"]["id"].clone();
+        assert!(sid.is_string(), "matched");
+        g.wait_for("match_found").await;
+        d.close().await;
+        g.close().await;
+        expected.push((dude.clone(), sid.clone(), Some(girl.alias.clone())));
+        expected.push((girl, sid, Some(dude.alias)));
+    }
+    for i in 0..16 {
+        let gender = if i % 2 == 0 {
+            Gender::Dude
+        } else {
+            Gender::Girl
+        };
+        let idle = make_user(app.store.as_ref(), &app.tokens, gender).await;
+        expected.push((idle, serde_json::Value::Null, None));
+    }
+
+    let url = app.ws();
+    let joins = expected.iter().map(|(user, _, _)| {
+        let (url, token) = (url.clone(), user.token.clone());
+        tokio::spawn(async move { Ws::join(&url, &token).await })
+    });
+    let connected = futures::future::join_all(joins).await;
+    for ((user, sid, partner), joined) in expected.iter().zip(connected) {
+        let (ws, c) = joined.expect("join task");
+        assert_eq!(c["user"]["id"], user.id.0.to_string(), "{}", user.alias);
+        assert_eq!(c["session"]["id"], *sid, "{}", user.alias);
+        if let Some(partner) = partner {
+            assert_eq!(c["session"]["partner"]["alias"], partner.as_str());
+        }
+        ws.close().await;
+    }
+}

@@ -40,6 +40,16 @@ pub const SNAPSHOT_MESSAGES: u32 = 50;
 /// The largest history page.
 pub const MAX_PAGE: u32 = 200;
 
+/// Where a user stands as a socket of theirs connects: what `connected`
+/// says, and whom to tell `user_joined`.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub user: User,
+    pub session: Option<SessionView>,
+    /// The session and partner, if the session is active.
+    pub active: Option<(SessionId, UserId)>,
+}
+
 /// The chat service of one process.
 pub struct Chat {
     store: Arc<dyn Store>,
@@ -278,6 +288,41 @@ impl Chat {
     /// The signed-in user (for `connected` and `/me`).
     pub async fn me(&self, me: UserId) -> ChatResult<User> {
         self.user(me).await
+    }
+
+    /// [`Chat::me`] and [`Chat::current_session`] for many users at once
+    /// (a storm of connects, or of reconnects after a node drained): one
+    /// read of the users and one of their current sessions for the whole
+    /// batch; only users who have a session need reads of their own, and
+    /// those run side by side. One answer per user, in input order.
+    pub async fn arrivals(&self, users: &[UserId]) -> ChatResult<Vec<ChatResult<Arrival>>> {
+        let (found, sessions) =
+            tokio::try_join!(self.store.users(users), self.store.current_sessions(users))?;
+        let found: HashMap<UserId, User> = found.into_iter().map(|u| (u.id, u)).collect();
+        let answers = users.iter().zip(sessions).map(|(&id, session)| {
+            let user = found.get(&id).cloned();
+            async move {
+                let user = user.ok_or(ChatError::Unauthorized)?;
+                let Some(s) = session else {
+                    return Ok(Arrival {
+                        user,
+                        session: None,
+                        active: None,
+                    });
+                };
+                self.remember(&s);
+                let active = match (s.status, s.partner_of(id)) {
+                    (SessionStatus::Active, Some(partner)) => Some((s.id, partner)),
+                    _ => None,
+                };
+                Ok(Arrival {
+                    session: Some(self.session_view(&s, id, true).await?),
+                    user,
+                    active,
+                })
+            }
+        });
+        Ok(futures::future::join_all(answers).await)
     }
 
     /// Where the user stands: their active session, or the ended one they
@@ -615,7 +660,20 @@ impl Chat {
         let Some(partner) = s.partner_of(me) else {
             return Ok(());
         };
-        let data = SessionRef { session_id: s.id.0 };
+        self.tell_presence(s.id, partner, online).await
+    }
+
+    /// `user_joined` / `user_left` to `partner`, for the active session
+    /// `session` the caller already knows.
+    pub async fn tell_presence(
+        &self,
+        session: SessionId,
+        partner: UserId,
+        online: bool,
+    ) -> ChatResult<()> {
+        let data = SessionRef {
+            session_id: session.0,
+        };
         let event = if online {
             ServerEvent::UserJoined(data)
         } else {

@@ -5,6 +5,7 @@
 //! [`ports::Bus`]. The gateway (WebSocket) and the api (REST) both drive
 //! [`chat::Chat`], so a rule lives in exactly one place.
 
+pub mod batch;
 pub mod chat;
 pub mod error;
 pub mod limits;
@@ -14,6 +15,6 @@ pub mod ports;
 pub mod types;
 pub mod writer;
 
-pub use chat::{Actor, Chat};
+pub use chat::{Actor, Arrival, Chat};
 pub use error::{ChatError, ChatResult};
 pub use ports::{Bus, BusError, BusResult, Store, StoreError, StoreResult};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use io_protocol::{encode, ServerEvent};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::next_batch;
 use crate::model::{ConnRef, Envelope};
 use crate::ports::{Bus, BusError, BusResult};
 use crate::types::{NodeId, UserId};
@@ -69,14 +70,7 @@ impl Outbox {
 
 async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::new();
-    while let Some(job) = rx.recv().await {
-        jobs.push(job);
-        while jobs.len() < Outbox::MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut rx, Outbox::MAX_BATCH, &mut jobs).await {
         let result = deliver(bus.as_ref(), &jobs).await;
         if let Err(e) = &result {
             metrics::counter!("io_events_publish_failures_total").increment(jobs.len() as u64);

@@ -156,6 +156,16 @@ pub trait Store: Send + Sync + 'static {
     /// have not rated yet (so a reconnect can still rate), else `None`.
     async fn current_session(&self, user: UserId) -> StoreResult<Option<Session>>;
 
+    /// [`Store::current_session`] of many users at once, in input order.
+    /// Adapters override this with one query; the default asks one by one.
+    async fn current_sessions(&self, users: &[UserId]) -> StoreResult<Vec<Option<Session>>> {
+        let mut out = Vec::with_capacity(users.len());
+        for &user in users {
+            out.push(self.current_session(user).await?);
+        }
+        Ok(out)
+    }
+
     /// End an active session. `NotFound` if there is none with this id,
     /// `Conflict` if it already ended.
     async fn end_session(&self, id: SessionId, by: UserId, now: Timestamp) -> StoreResult<Session>;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::next_batch;
 use crate::model::{Message, NewMessage};
 use crate::ports::{Store, StoreError, StoreResult};
 
@@ -57,41 +58,29 @@ impl MessageWriter {
 }
 
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
-    let mut messages = Vec::with_capacity(MessageWriter::MAX_BATCH);
-    let mut replies = Vec::with_capacity(MessageWriter::MAX_BATCH);
-    while let Some((m, r)) = rx.recv().await {
-        messages.push(m);
-        replies.push(r);
-        while messages.len() < MessageWriter::MAX_BATCH {
-            match rx.try_recv() {
-                Ok((m, r)) => {
-                    messages.push(m);
-                    replies.push(r);
-                }
-                Err(_) => break,
-            }
-        }
+    let mut queued = Vec::with_capacity(MessageWriter::MAX_BATCH);
+    while next_batch(&mut rx, MessageWriter::MAX_BATCH, &mut queued).await {
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = queued.drain(..).unzip();
         let started = Instant::now();
         let outcome = store.append_messages(&messages).await;
         metrics::histogram!("io_message_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("io_message_commit_batch_size").record(messages.len() as f64);
         match outcome {
             Ok(results) => {
-                for (reply, result) in replies.drain(..).zip(results) {
+                // A store that answered fewer results than messages leaves
+                // replies behind; dropping them tells those senders the
+                // write failed.
+                for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 metrics::counter!("io_message_commit_failures_total").increment(1);
                 tracing::warn!(error = %e, batch = messages.len(), "message batch failed to commit");
-                for reply in replies.drain(..) {
+                for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
         }
-        // A store that answered fewer results than messages leaves replies
-        // behind; dropping them tells those senders the write failed.
-        replies.clear();
-        messages.clear();
     }
 }

@@ -78,21 +78,24 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     };
 
     // `connected` is the first frame the client sees.
-    match Box::pin(connected_frame(&inner, user)).await {
-        Ok(frame) => handle.push(Out::Text {
-            payload: frame,
-            at_ms: None,
-        }),
+    let active = match Box::pin(connected_frame(&inner, user)).await {
+        Ok((frame, active)) => {
+            handle.push(Out::Text {
+                payload: frame,
+                at_ms: None,
+            });
+            active
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot build `connected`");
             metrics::counter!("io_gateway_disconnects_total", "reason" => "error").increment(1);
             let _ = write_close(&mut w, 1011).await;
             return;
         }
-    }
+    };
     let first_here = inner.registry.add(handle.clone());
     if first_here {
-        Box::pin(crate::node::user_arrived(&inner, user)).await;
+        Box::pin(crate::node::user_arrived(&inner, user, active)).await;
     }
 
     let writer = tokio::spawn(write_loop(w, control.clone()));
@@ -136,22 +139,30 @@ async fn join(inner: &Inner, read: &mut Reader) -> Result<UserId, u16> {
     Ok(user)
 }
 
-async fn connected_frame(inner: &Inner, user: UserId) -> Result<Bytes, ChatError> {
-    // Two independent reads: overlap them, a connect storm waits on both.
-    let (me, session) = tokio::join!(inner.chat.me(user), inner.chat.current_session(user));
-    let (me, session) = (me?, session?);
+/// The `connected` frame, and the user's active session with its partner
+/// (to tell `user_joined`).
+async fn connected_frame(
+    inner: &Inner,
+    user: UserId,
+) -> Result<(Bytes, Option<(SessionId, UserId)>), ChatError> {
+    let arrival = inner.arrivals.load(user).await?;
     let mut online = inner.online.load(Ordering::Relaxed);
     if online == 0 {
+        // A node that has not counted yet asks once; the sockets joining
+        // meanwhile use that answer.
         online = inner.chat.bus().online_count().await.unwrap_or(0);
+        let _ = inner
+            .online
+            .compare_exchange(0, online, Ordering::Relaxed, Ordering::Relaxed);
     }
     let event = ServerEvent::Connected(ConnectedData {
-        user: io_domain::Chat::user_view(&me),
+        user: io_domain::Chat::user_view(&arrival.user),
         node: inner.config.node.to_string(),
         // Counting this socket even if presence has not caught up yet.
         online_count: online.max(1),
-        session,
+        session: arrival.session,
     });
-    Ok(Bytes::from(encode(&event, None)))
+    Ok((Bytes::from(encode(&event, None)), arrival.active))
 }
 
 async fn no_send(_: Frame<'_>) -> Result<(), std::convert::Infallible> {

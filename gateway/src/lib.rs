@@ -9,6 +9,7 @@
 //! inbox stream and fan events out to local sockets, keep presence alive,
 //! push the online count, ping idle sockets and, on shutdown, drain.
 
+mod arrivals;
 mod conn;
 mod node;
 mod registry;
@@ -101,6 +102,8 @@ pub struct Gateway {
 
 pub(crate) struct Inner {
     pub chat: Arc<Chat>,
+    /// Batched reads for `connected`.
+    pub arrivals: arrivals::Arrivals,
     pub tokens: Arc<Tokens>,
     pub config: GatewayConfig,
     pub registry: Registry,
@@ -118,6 +121,7 @@ impl Gateway {
     pub fn new(chat: Arc<Chat>, tokens: Arc<Tokens>, config: GatewayConfig) -> Self {
         Gateway {
             inner: Arc::new(Inner {
+                arrivals: arrivals::Arrivals::spawn(chat.clone()),
                 chat,
                 tokens,
                 config,

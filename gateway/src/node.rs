@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use io_domain::model::Envelope;
 use io_domain::ports::InboxCursor;
-use io_domain::types::UserId;
+use io_domain::types::{SessionId, UserId};
 use io_protocol::{encode, OnlineCountData, ServerEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -209,7 +209,7 @@ async fn pings(inner: Arc<Inner>, stop: CancellationToken) {
 }
 
 /// The user's first socket on this node opened.
-pub(crate) async fn user_arrived(inner: &Inner, user: UserId) {
+pub(crate) async fn user_arrived(inner: &Inner, user: UserId, active: Option<(SessionId, UserId)>) {
     let bus = inner.chat.bus();
     let elsewhere = match bus.nodes_of(&[user]).await {
         Ok(mut nodes) => !nodes.pop().unwrap_or_default().is_empty(),
@@ -221,8 +221,8 @@ pub(crate) async fn user_arrived(inner: &Inner, user: UserId) {
     {
         tracing::warn!(error = %e, "presence add failed; the heartbeat will retry");
     }
-    if !elsewhere {
-        if let Err(e) = inner.chat.presence_changed(user, true).await {
+    if let (false, Some((session, partner))) = (elsewhere, active) {
+        if let Err(e) = inner.chat.tell_presence(session, partner, true).await {
             tracing::debug!(error = %e, "user_joined not sent");
         }
     }

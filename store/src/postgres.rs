@@ -364,9 +364,9 @@ impl Store for PgStore {
              CROSS JOIN LATERAL (SELECT 1 FROM users WHERE id = k.id LIMIT 1) u",
         )
         .bind(&users)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
         {
             state.known.insert(UserId(row.uuid("id")?));
         }
@@ -492,6 +492,24 @@ impl Store for PgStore {
             )),
             None => Ok(None),
         }
+    }
+
+    async fn current_sessions(&self, users: &[UserId]) -> StoreResult<Vec<Option<Session>>> {
+        let ids: Vec<Uuid> = users.iter().map(|u| u.0).collect();
+        let rows = sqlx::query(&sql::current_sessions())
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let session = plan::current_of(records::session(r)?, r.flag("rated_by_me")?);
+            found.insert(UserId(r.uuid("for_user")?), session);
+        }
+        Ok(users
+            .iter()
+            .map(|u| found.get(u).cloned().flatten())
+            .collect())
     }
 
     async fn end_session(&self, id: SessionId, by: UserId, now: Timestamp) -> StoreResult<Session> {

@@ -74,6 +74,20 @@ pub(crate) fn current_session() -> String {
     )
 }
 
+/// [`current_session`] for every user of `$1` (uuid[]), one index probe
+/// each; rows carry `for_user` and only users with a session have one.
+pub(crate) fn current_sessions() -> String {
+    format!(
+        "SELECT k.id AS for_user, s.* FROM UNNEST($1::uuid[]) AS k (id) \
+         CROSS JOIN LATERAL (\
+           SELECT {SESSION_COLS}, \
+             EXISTS (SELECT 1 FROM ratings r WHERE r.session_id = s.id AND r.rater_id = k.id) \
+               AS rated_by_me \
+           FROM chat_sessions s WHERE s.user1_id = k.id OR s.user2_id = k.id \
+           ORDER BY (s.status = 'active') DESC, s.started_at DESC, s.id DESC LIMIT 1) s"
+    )
+}
+
 /// Ends an active session by one of its participants. `$1` session,
 /// `$2` user, `$3` now.
 pub(crate) fn end_session() -> String {

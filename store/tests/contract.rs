@@ -733,10 +733,25 @@ async fn ratings_follow_the_rules(db: &TestDb) -> Result<()> {
     Ok(())
 }
 
+/// The batch read answers what one read per user answers, in input order
+/// (a user asked twice gets two answers).
+async fn batch_agrees(s: &Arc<dyn Store>, who: &[UserId]) -> Result<()> {
+    let mut one_by_one = Vec::new();
+    for &u in who {
+        one_by_one.push(s.current_session(u).await?);
+    }
+    ensure!(
+        s.current_sessions(who).await? == one_by_one,
+        "current_sessions differs from current_session"
+    );
+    Ok(())
+}
+
 async fn current_session_is_the_active_or_the_unrated_one(db: &TestDb) -> Result<()> {
     let s = store(db);
     let [a, b, c] = users(s).await?;
     ensure!(s.current_session(a).await?.is_none(), "never matched");
+    batch_agrees(s, &[a, b, c]).await?;
 
     let first = s.create_session(FENCE, a, b, Utc::now()).await?;
     ensure!(s.current_session(a).await? == Some(first.clone()), "active");
@@ -753,6 +768,7 @@ async fn current_session_is_the_active_or_the_unrated_one(db: &TestDb) -> Result
     s.rate_session(first.id, a, Rating::parse(2)?, Utc::now())
         .await?;
     ensure!(s.current_session(a).await?.is_none(), "rated by me");
+    batch_agrees(s, &[a, b, c, b]).await?;
     ensure!(
         s.current_session(b).await? == Some(ended),
         "still unrated by the partner"
@@ -764,6 +780,7 @@ async fn current_session_is_the_active_or_the_unrated_one(db: &TestDb) -> Result
         .create_session(FENCE, b, c, Utc::now() + Duration::seconds(1))
         .await?;
     ensure!(s.current_session(b).await? == Some(second.clone()));
+    batch_agrees(s, &[c, a, b]).await?;
     let second_ended = s
         .end_session(second.id, c, Utc::now() + Duration::seconds(2))
         .await?;
