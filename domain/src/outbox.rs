@@ -2,9 +2,11 @@
 //! batched: one presence lookup and one pipelined publish per batch, so the
 //! cost per event falls under load. The caller learns whether its events
 //! reached the bus (an error, not a silent loss, when Redis is down).
+//! Events for sockets on this very node (the sender's other tabs, a partner
+//! on the same node) skip the bus once the node attaches a [`LocalSink`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use io_protocol::{encode, ServerEvent};
@@ -24,10 +26,19 @@ struct Job {
     done: oneshot::Sender<BusResult<()>>,
 }
 
+/// Where a node takes the envelopes for its own sockets, as if it had read
+/// them from its inbox.
+pub trait LocalSink: Send + Sync {
+    fn deliver(&self, envelopes: Vec<Envelope>);
+}
+
+type Local = Arc<OnceLock<(NodeId, Arc<dyn LocalSink>)>>;
+
 /// Handle to the node's outbox task.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Job>,
+    local: Local,
 }
 
 impl Outbox {
@@ -35,8 +46,15 @@ impl Outbox {
 
     pub fn spawn(bus: Arc<dyn Bus>) -> Self {
         let (tx, rx) = mpsc::channel(16 * Self::MAX_BATCH);
-        tokio::spawn(run(bus, rx));
-        Outbox { tx }
+        let local = Local::default();
+        tokio::spawn(run(bus, rx, local.clone()));
+        Outbox { tx, local }
+    }
+
+    /// Hand envelopes for `node` to `sink` instead of the bus (once per
+    /// outbox; a later call is ignored).
+    pub fn attach_local(&self, node: NodeId, sink: Arc<dyn LocalSink>) {
+        let _ = self.local.set((node, sink));
     }
 
     /// Publish events to their users' nodes; resolves once they are on the
@@ -68,10 +86,10 @@ impl Outbox {
     }
 }
 
-async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>) {
+async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>, local: Local) {
     let mut jobs = Vec::new();
     while next_batch(&mut rx, Outbox::MAX_BATCH, &mut jobs).await {
-        let result = deliver(bus.as_ref(), &jobs).await;
+        let result = deliver(bus.as_ref(), local.get(), &jobs).await;
         if let Err(e) = &result {
             metrics::counter!("io_events_publish_failures_total").increment(jobs.len() as u64);
             tracing::warn!(error = %e, jobs = jobs.len(), "publishing events failed");
@@ -84,7 +102,11 @@ async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>) {
 
 /// Resolve presence for every recipient in one round trip, then publish
 /// every envelope in one more; a short retry rides out a Redis blip.
-async fn deliver(bus: &dyn Bus, jobs: &[Job]) -> BusResult<()> {
+async fn deliver(
+    bus: &dyn Bus,
+    local: Option<&(NodeId, Arc<dyn LocalSink>)>,
+    jobs: &[Job],
+) -> BusResult<()> {
     let mut users: Vec<UserId> = jobs
         .iter()
         .flat_map(|j| j.deliveries.iter().map(|(u, _)| *u))
@@ -93,7 +115,7 @@ async fn deliver(bus: &dyn Bus, jobs: &[Job]) -> BusResult<()> {
     users.dedup();
     let mut attempt = 0;
     loop {
-        match try_deliver(bus, jobs, &users).await {
+        match try_deliver(bus, local, jobs, &users).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 3 => {
                 attempt += 1;
@@ -105,29 +127,40 @@ async fn deliver(bus: &dyn Bus, jobs: &[Job]) -> BusResult<()> {
     }
 }
 
-async fn try_deliver(bus: &dyn Bus, jobs: &[Job], users: &[UserId]) -> BusResult<()> {
+async fn try_deliver(
+    bus: &dyn Bus,
+    local: Option<&(NodeId, Arc<dyn LocalSink>)>,
+    jobs: &[Job],
+    users: &[UserId],
+) -> BusResult<()> {
     let nodes = bus.nodes_of(users).await?;
     let where_: HashMap<UserId, Vec<NodeId>> = users.iter().copied().zip(nodes).collect();
     let at_ms = chrono::Utc::now().timestamp_millis();
-    let mut batch = Vec::new();
+    let mut remote = Vec::new();
+    let mut here = Vec::new();
     for job in jobs {
         for (user, frame) in &job.deliveries {
             for node in where_.get(user).into_iter().flatten() {
-                batch.push((
-                    node.clone(),
-                    Envelope {
-                        to: *user,
-                        skip: job.skip.clone(),
-                        at_ms,
-                        hops: 0,
-                        frame: frame.clone(),
-                    },
-                ));
+                let envelope = Envelope {
+                    to: *user,
+                    skip: job.skip.clone(),
+                    at_ms,
+                    hops: 0,
+                    frame: frame.clone(),
+                };
+                match local {
+                    Some((me, _)) if me == node => here.push(envelope),
+                    _ => remote.push((node.clone(), envelope)),
+                }
             }
         }
     }
-    if batch.is_empty() {
-        return Ok(());
+    if !remote.is_empty() {
+        bus.publish(&remote).await?;
     }
-    bus.publish(&batch).await
+    // Only after the publish: a retried batch must not deliver twice here.
+    if let (Some((_, sink)), false) = (local, here.is_empty()) {
+        sink.deliver(here);
+    }
+    Ok(())
 }

@@ -119,7 +119,7 @@ pub(crate) struct Inner {
 
 impl Gateway {
     pub fn new(chat: Arc<Chat>, tokens: Arc<Tokens>, config: GatewayConfig) -> Self {
-        Gateway {
+        let gateway = Gateway {
             inner: Arc::new(Inner {
                 arrivals: arrivals::Arrivals::spawn(chat.clone()),
                 chat,
@@ -131,7 +131,13 @@ impl Gateway {
                 online: AtomicU64::new(0),
                 stop: CancellationToken::new(),
             }),
-        }
+        };
+        let inner = &gateway.inner;
+        inner.chat.outbox().attach_local(
+            inner.config.node.clone(),
+            Arc::new(node::LocalInbox(Arc::downgrade(inner))),
+        );
+        gateway
     }
 
     /// `GET /ws`.

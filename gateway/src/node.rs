@@ -84,6 +84,25 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// The outbox's shortcut for events to this node's own sockets: handled
+/// exactly as if read from the inbox, without the trip through the bus.
+pub(crate) struct LocalInbox(pub std::sync::Weak<Inner>);
+
+impl io_domain::outbox::LocalSink for LocalInbox {
+    fn deliver(&self, envelopes: Vec<Envelope>) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let lost: Vec<Envelope> = envelopes
+            .into_iter()
+            .filter_map(|e| deliver_local(&inner, e))
+            .collect();
+        if !lost.is_empty() {
+            tokio::spawn(async move { reroute_stale(&inner, lost).await });
+        }
+    }
+}
+
 /// Give an envelope to every local socket of its user (but the one that
 /// caused it). Returns it when the user has no socket here: presence was
 /// stale at the sender, so it may need re-routing.
