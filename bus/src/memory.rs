@@ -186,13 +186,14 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<()> {
+    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<bool> {
         let now = Instant::now();
         let mut presence = lock(&self.presence);
         let nodes = presence.entry(user).or_default();
         nodes.retain(|_, expires| *expires > now);
+        let was_present = !nodes.is_empty();
         nodes.insert(node.clone(), now + ttl);
-        Ok(())
+        Ok(was_present)
     }
 
     async fn presence_remove(&self, node: &NodeId, user: UserId) -> BusResult<()> {

@@ -385,12 +385,24 @@ async fn presence_tracks_every_node_of_a_user(bus: SharedBus) {
     let (u1, u2, u3) = (UserId::new(), UserId::new(), UserId::new());
     assert_eq!(bus.online_count().await.expect("count"), 0);
 
-    bus.presence_add(&n1, u1, LONG).await.expect("add");
-    bus.presence_add(&n2, u1, LONG).await.expect("add");
-    bus.presence_add(&n1, u2, LONG).await.expect("add");
-    bus.presence_add(&n1, u2, LONG)
-        .await
-        .expect("adding twice is fine");
+    assert!(
+        !bus.presence_add(&n1, u1, LONG).await.expect("add"),
+        "first"
+    );
+    assert!(
+        bus.presence_add(&n2, u1, LONG).await.expect("add"),
+        "already on another node"
+    );
+    assert!(
+        !bus.presence_add(&n1, u2, LONG).await.expect("add"),
+        "first"
+    );
+    assert!(
+        bus.presence_add(&n1, u2, LONG)
+            .await
+            .expect("adding twice is fine"),
+        "already on this node"
+    );
     let nodes = bus.nodes_of(&[u1, u2, u3]).await.expect("nodes_of");
     let nodes: Vec<_> = nodes.into_iter().map(sorted).collect();
     assert_eq!(

@@ -287,8 +287,11 @@ pub trait Bus: Send + Sync + 'static {
 
     // --- presence ---------------------------------------------------------
 
-    /// `user` has a socket on `node`, for `ttl` unless refreshed.
-    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<()>;
+    /// `user` has a socket on `node`, for `ttl` unless refreshed. Answers
+    /// whether the user was already present (on any node, this one
+    /// included) before the call: one round trip tells a node whether a
+    /// join is the user's first socket anywhere.
+    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<bool>;
 
     /// `user` has no socket left on `node`.
     async fn presence_remove(&self, node: &NodeId, user: UserId) -> BusResult<()>;

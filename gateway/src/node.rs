@@ -230,16 +230,16 @@ async fn pings(inner: Arc<Inner>, stop: CancellationToken) {
 /// The user's first socket on this node opened.
 pub(crate) async fn user_arrived(inner: &Inner, user: UserId, active: Option<(SessionId, UserId)>) {
     let bus = inner.chat.bus();
-    let elsewhere = match bus.nodes_of(&[user]).await {
-        Ok(mut nodes) => !nodes.pop().unwrap_or_default().is_empty(),
-        Err(_) => true,
-    };
-    if let Err(e) = bus
+    let elsewhere = match bus
         .presence_add(&inner.config.node, user, inner.config.presence_ttl)
         .await
     {
-        tracing::warn!(error = %e, "presence add failed; the heartbeat will retry");
-    }
+        Ok(present) => present,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence add failed; the heartbeat will retry");
+            true
+        }
+    };
     if let (false, Some((session, partner))) = (elsewhere, active) {
         if let Err(e) = inner.chat.tell_presence(session, partner, true).await {
             tracing::debug!(error = %e, "user_joined not sent");

@@ -406,13 +406,18 @@ impl Bus for RedisBus {
         .await
     }
 
-    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<()> {
+    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<bool> {
         self.observe("presence_add", OpKind::Timed, async {
             let now = now_ms();
             let ttl_ms = millis_at_least_one(ttl);
             let expires = now + ttl_ms as i64;
             let key = self.keys.user_nodes(user);
             let mut pipe = redis::pipe();
+            // Live members before this add: the pipeline's only answer.
+            pipe.cmd("ZCOUNT")
+                .arg(&key)
+                .arg(format!("({now}"))
+                .arg("+inf");
             Self::push_presence(&mut pipe, &key, node, expires, ttl_ms);
             // Members of nodes that died without removing themselves.
             pipe.cmd("ZREMRANGEBYSCORE")
@@ -426,7 +431,8 @@ impl Bus for RedisBus {
                 .arg(expires)
                 .arg(user.to_string())
                 .ignore();
-            pipe.query_async::<()>(&mut self.conn()).await.bus()
+            let (live,): (u64,) = pipe.query_async(&mut self.conn()).await.bus()?;
+            Ok(live > 0)
         })
         .await
     }

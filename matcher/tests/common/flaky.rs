@@ -69,7 +69,7 @@ impl Bus for FlakyBus {
     async fn drop_inbox(&self, node: &NodeId) -> BusResult<()> {
         self.inner.drop_inbox(node).await
     }
-    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<()> {
+    async fn presence_add(&self, node: &NodeId, user: UserId, ttl: Duration) -> BusResult<bool> {
         self.inner.presence_add(node, user, ttl).await
     }
     async fn presence_remove(&self, node: &NodeId, user: UserId) -> BusResult<()> {

@@ -226,10 +226,10 @@ impl World {
     }
 
     pub async fn online(&self, user: &TestUser) -> Result<()> {
-        Ok(self
-            .bus
+        self.bus
             .presence_add(&fake_node(), user.id, PRESENCE_TTL)
-            .await?)
+            .await?;
+        Ok(())
     }
 
     pub async fn offline(&self, user: &TestUser) -> Result<()> {
