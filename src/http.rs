@@ -151,7 +151,8 @@ fn accept_thread(listener: TcpListener) -> std::io::Result<(Accepted, Arc<Atomic
     std::thread::Builder::new()
         .name("io-accept".into())
         .spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
+            // The flag, or the receiver gone (`serve` dropped unfinished).
+            while !stopped.load(Ordering::Relaxed) && !tx.is_closed() {
                 let mut ready = libc::pollfd {
                     fd: listener.as_raw_fd(),
                     events: libc::POLLIN,
@@ -172,16 +173,27 @@ fn accept_thread(listener: TcpListener) -> std::io::Result<(Accepted, Arc<Atomic
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            // Usually EMFILE: back off instead of spinning.
+                        Err(e) if out_of_resources(&e) => {
+                            // Back off instead of spinning until fds free up.
                             tracing::warn!(error = %e, "accept failed");
                             std::thread::sleep(Duration::from_millis(20));
                             break;
                         }
+                        // A connection that died in the queue (ECONNABORTED
+                        // and the like), or EINTR: take the next one.
+                        Err(e) => tracing::debug!(error = %e, "accept failed"),
                     }
                 }
             }
         })?;
     Ok((rx, stop))
+}
+
+/// Accept errors that last until something is freed, as opposed to one
+/// connection's own failure.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

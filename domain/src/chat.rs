@@ -64,6 +64,8 @@ pub struct Chat {
 
 impl Chat {
     const PARTICIPANT_CACHE: usize = 200_000;
+    /// Session views one [`Chat::arrivals`] call builds at once.
+    const ARRIVAL_VIEWS_AT_ONCE: usize = 8;
 
     /// Start the chat service (its writer and outbox tasks) on the current
     /// Tokio runtime.
@@ -293,13 +295,14 @@ impl Chat {
     /// [`Chat::me`] and [`Chat::current_session`] for many users at once
     /// (a storm of connects, or of reconnects after a node drained): one
     /// read of the users and one of their current sessions for the whole
-    /// batch; only users who have a session need reads of their own, and
-    /// those run side by side. One answer per user, in input order.
+    /// batch; only users who have a session need reads of their own, a
+    /// few at a time. One answer per user, in input order.
     pub async fn arrivals(&self, users: &[UserId]) -> ChatResult<Vec<ChatResult<Arrival>>> {
         let (found, sessions) =
             tokio::try_join!(self.store.users(users), self.store.current_sessions(users))?;
         let found: HashMap<UserId, User> = found.into_iter().map(|u| (u.id, u)).collect();
-        let answers = users.iter().zip(sessions).map(|(&id, session)| {
+        let ids: Vec<UserId> = users.to_vec();
+        let answers = ids.into_iter().zip(sessions).map(|(id, session)| {
             let user = found.get(&id).cloned();
             async move {
                 let user = user.ok_or(ChatError::Unauthorized)?;
@@ -322,7 +325,13 @@ impl Chat {
                 })
             }
         });
-        Ok(futures::future::join_all(answers).await)
+        // Side by side, but not all at once: each view is a few reads, and
+        // a reconnect storm must leave the pool room for the group commit.
+        use futures::StreamExt;
+        Ok(futures::stream::iter(answers)
+            .buffered(Self::ARRIVAL_VIEWS_AT_ONCE)
+            .collect()
+            .await)
     }
 
     /// Where the user stands: their active session, or the ended one they

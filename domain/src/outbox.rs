@@ -114,8 +114,11 @@ async fn deliver(
     users.sort_unstable();
     users.dedup();
     let mut attempt = 0;
+    // This node's own sockets get their events once, on the first attempt
+    // that resolved presence, whatever the remote publish does after.
+    let mut local_done = false;
     loop {
-        match try_deliver(bus, local, jobs, &users).await {
+        match try_deliver(bus, local, jobs, &users, &mut local_done).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 3 => {
                 attempt += 1;
@@ -132,6 +135,7 @@ async fn try_deliver(
     local: Option<&(NodeId, Arc<dyn LocalSink>)>,
     jobs: &[Job],
     users: &[UserId],
+    local_done: &mut bool,
 ) -> BusResult<()> {
     let nodes = bus.nodes_of(users).await?;
     let where_: HashMap<UserId, Vec<NodeId>> = users.iter().copied().zip(nodes).collect();
@@ -155,12 +159,12 @@ async fn try_deliver(
             }
         }
     }
+    if let (Some((_, sink)), false, false) = (local, here.is_empty(), *local_done) {
+        sink.deliver(here);
+    }
+    *local_done = true;
     if !remote.is_empty() {
         bus.publish(&remote).await?;
-    }
-    // Only after the publish: a retried batch must not deliver twice here.
-    if let (Some((_, sink)), false) = (local, here.is_empty()) {
-        sink.deliver(here);
     }
     Ok(())
 }
