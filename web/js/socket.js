@@ -347,7 +347,14 @@ class Live {
     },
     message_received(d) {
       const m = d.message;
-      if (!m || !this.isCurrent(m.sessionId)) return;
+      if (!m) return;
+      if (!this.isCurrent(m.sessionId)) {
+        // A message of a session this tab has not heard of: its
+        // `match_found` is still on the way (events of different senders
+        // have no order between them). Ask where the user stands.
+        if (!this.session) this.resync();
+        return;
+      }
       this.mergeMessages([m]);
       if (this.timeline.hasGap()) this.fillGaps();
     },

@@ -283,6 +283,21 @@ test('searching survives a reconnect by asking again', async () => {
   live.stop();
 });
 
+test('a message of a session not yet announced makes the client ask where it stands', async () => {
+  reset();
+  routes['GET /api/chat/current-session'] = () => [200, { session: session([msg(1)]) }];
+  routes['GET /api/chat/sessions/s1/messages'] = () => [200, { messages: [] }];
+  live.start();
+  const ws = await connectWith(null);
+  live.findMatch();
+  ws.receive({ type: 'searching', data: {} });
+  ws.receive({ type: 'message_received', data: { message: msg(1) } });
+  await until(() => live.phase === 'chat', 'the session adopted');
+  assert.equal(live.session.id, 's1');
+  assert.deepEqual(live.timeline.items().map((m) => m.seq), [1]);
+  live.stop();
+});
+
 test('a search counts as confirmed only once the server answers `searching`', async () => {
   reset();
   live.start();
