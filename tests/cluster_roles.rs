@@ -170,12 +170,8 @@ async fn users_on_different_nodes_chat_and_every_tab_gets_every_event() {
             b.expect("message_received").await["message"]["content"],
             format!("a{i}")
         );
-        b.send(
-            "send_message",
-            json!({"sessionId": sid, "content": format!("b{i}"), "clientMsgId": format!("b{i}")}),
-            None,
-        )
-        .await;
+        b.send_message(&sid, &format!("b{i}"), &format!("b{i}"))
+            .await;
         b.expect("message_received").await;
         assert_eq!(
             a1.expect("message_received").await["message"]["content"],
@@ -224,22 +220,12 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     let bob = make_user(c.db.store.as_ref(), &c.tokens, Gender::Girl).await;
     let (mut a, _) = Ws::join(&g1.ws(), &alice.token).await;
     let (mut b, _) = Ws::join(&g2.ws(), &bob.token).await;
-    a.send("find_match", json!({}), None).await;
-    b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    b.wait_for("match_found").await;
+    let sid = pair_up(&mut a, &mut b).await;
 
     let mut acked = Vec::new();
     for i in 0..10 {
-        a.send(
-            "send_message",
-            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
-            None,
-        )
-        .await;
+        a.send_message(&sid, &format!("m{i}"), &format!("m{i}"))
+            .await;
         acked.push(
             a.expect("message_received").await["message"]["id"]
                 .as_str()
@@ -249,12 +235,8 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     }
     // Fire more without waiting, then kill the node holding Alice.
     for i in 10..30 {
-        a.send(
-            "send_message",
-            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
-            None,
-        )
-        .await;
+        a.send_message(&sid, &format!("m{i}"), &format!("m{i}"))
+            .await;
     }
     while let Some(frame) = tokio::time::timeout(Duration::from_millis(30), a.next_frame_or_close())
         .await
@@ -276,12 +258,7 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
     let rest = Rest::new(&format!("http://{}", api.http), &alice.token);
     assert_history_holds(&rest, &sid, &acked).await;
     // And the chat goes on.
-    a.send(
-        "send_message",
-        json!({"sessionId": sid, "content": "back", "clientMsgId": "back"}),
-        None,
-    )
-    .await;
+    a.send_message(&sid, "back", "back").await;
     a.expect("message_received").await;
     assert_eq!(
         b.wait_for("message_received").await["data"]["message"]["content"]

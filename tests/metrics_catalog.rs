@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 
 use common::*;
 use io_domain::types::Gender;
-use serde_json::json;
 
 /// `io_*` names in a text, with histogram suffixes folded to the base name.
 fn names_in(text: &str) -> BTreeSet<String> {
@@ -73,18 +72,8 @@ async fn dashboards_and_rules_use_only_exported_metrics() {
     let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
     let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
     let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
-    a.send("find_match", json!({}), None).await;
-    b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    a.send(
-        "send_message",
-        json!({"sessionId": sid, "content": "hi", "clientMsgId": "1"}),
-        None,
-    )
-    .await;
+    let sid = pair_up(&mut a, &mut b).await;
+    a.send_message(&sid, "hi", "1").await;
     b.wait_for("message_received").await;
     let rest = Rest::new(&app.http(), &alice.token);
     rest.get("/api/users/profile").await;

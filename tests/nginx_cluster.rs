@@ -91,21 +91,11 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
         ws.close().await;
     }
 
-    a.send("find_match", json!({}), None).await;
-    b.send("find_match", json!({}), None).await;
-    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    b.wait_for("match_found").await;
+    let sid = pair_up(&mut a, &mut b).await;
     let mut acked = Vec::new();
     for i in 0..10 {
-        a.send(
-            "send_message",
-            json!({"sessionId": sid, "content": format!("m{i}"), "clientMsgId": format!("m{i}")}),
-            None,
-        )
-        .await;
+        a.send_message(&sid, &format!("m{i}"), &format!("m{i}"))
+            .await;
         acked.push(
             a.wait_for("message_received").await["data"]["message"]["id"]
                 .as_str()
@@ -138,12 +128,7 @@ async fn chat_survives_a_killed_gateway_and_a_killed_leader_behind_nginx() {
     assert_eq!(hello["session"]["id"], sid);
     let rest = Rest::new(&base, &alice.token);
     assert_history_holds(&rest, &sid, &acked).await;
-    a.send(
-        "send_message",
-        json!({"sessionId": sid, "content": "still here", "clientMsgId": "after"}),
-        None,
-    )
-    .await;
+    a.send_message(&sid, "still here", "after").await;
     a.wait_for("message_received").await;
     assert_eq!(
         b.wait_for("message_received").await["data"]["message"]["content"],

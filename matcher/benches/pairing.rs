@@ -722,6 +722,10 @@ const THROUGHPUT_ROWS: &[Row] = &[
         &["rounds", "first_round_done_s"],
         2,
     ),
+];
+
+/// Printed after either table's own rows.
+const CPU_ROWS: &[Row] = &[
     (
         "matcher cpu (% of one core)",
         &["cpu", "matcher_cpu_percent"],
@@ -763,18 +767,6 @@ const LATENCY_ROWS: &[Row] = &[
     ),
     ("late arrivals", &["late_arrivals"], 0),
     ("missing match_found", &["missing"], 0),
-    (
-        "matcher cpu (% of one core)",
-        &["cpu", "matcher_cpu_percent"],
-        0,
-    ),
-    (
-        "postgres cpu, this db (s)",
-        &["cpu", "postgres_this_db_cpu_s"],
-        1,
-    ),
-    ("redis cpu (s)", &["cpu", "redis_cpu_s"], 1),
-    ("other cpu on the machine (s)", &["cpu", "other_cpu_s"], 1),
 ];
 
 fn summarize(title: &str, runs: &[Value], rows: &[Row]) -> Value {
@@ -794,7 +786,7 @@ fn summarize(title: &str, runs: &[Value], rows: &[Row]) -> Value {
             format!("{:.1}/{:.1}", la("loadavg_start"), la("loadavg_end"))
         ));
     }
-    for &(label, path, digits) in rows {
+    for &(label, path, digits) in rows.iter().chain(CPU_ROWS) {
         let mut line = format!("  {label:<38}");
         for r in runs {
             line.push_str(&match lookup(r, path) {

@@ -97,6 +97,19 @@ impl App {
 
 use clap::Parser;
 
+/// Both users ask for a match and are paired with each other; the id of
+/// their session once both have seen `match_found`.
+pub async fn pair_up(a: &mut Ws, b: &mut Ws) -> String {
+    a.send("find_match", json!({}), None).await;
+    b.send("find_match", json!({}), None).await;
+    let sid = a.wait_for("match_found").await["data"]["session"]["id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    b.wait_for("match_found").await;
+    sid
+}
+
 /// A signed-in user made directly in the store.
 #[derive(Clone, Debug)]
 pub struct TestUser {
@@ -170,6 +183,12 @@ impl Ws {
         ws.send("join", json!({ "token": token }), None).await;
         let connected = ws.expect("connected").await;
         (ws, connected)
+    }
+
+    /// `send_message` in `session`, without a `ref`.
+    pub async fn send_message(&mut self, session: &str, content: &str, client_msg_id: &str) {
+        let data = json!({"sessionId": session, "content": content, "clientMsgId": client_msg_id});
+        self.send("send_message", data, None).await;
     }
 
     pub async fn send(&mut self, kind: &str, data: Value, reference: Option<&str>) {
