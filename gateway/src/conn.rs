@@ -113,6 +113,25 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     }
     drop(handle);
     let _ = writer.await;
+    if peer_code.is_none() {
+        Box::pin(linger(&mut read)).await;
+    }
+}
+
+/// After a close the server started, read and drop what the peer still
+/// sends until it answers or [`LINGER`] passes. Closing the socket with
+/// unread data in it resets the connection, and a peer still writing (a
+/// flood closed with 4429, say) could lose the close frame and its code.
+async fn linger(read: &mut Reader) {
+    let mut send = no_send;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(frame) = read.read_frame(&mut send).await {
+            if frame.opcode == OpCode::Close {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Wait for `join {token}`; any other outcome is a close code.
@@ -379,6 +398,8 @@ fn send_error(me: &Handle, reference: Option<&str>, code: &str, message: &str) {
 /// never abandoned half-way otherwise: a torn frame would corrupt the
 /// stream, and the close frame must follow whole frames.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a socket the server closed keeps reading for the peer's answer.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Drain the send queue to the socket, several frames per write, until the
 /// socket is closed; then send what is still queued (unless the peer is the
