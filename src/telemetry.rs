@@ -165,6 +165,11 @@ fn describe() {
         "Group commits that failed."
     );
     describe_counter!(
+        "io_message_commit_fallbacks_total",
+        "Group commits redone as a multi-statement transaction (Postgres): \
+         another node committed one of the batch's keys meanwhile."
+    );
+    describe_counter!(
         "io_events_published_total",
         "Events published to users, by type."
     );
@@ -225,6 +230,8 @@ pub fn register_known_metrics(role: crate::config::Role) {
     use metrics::{counter, gauge, histogram};
     for name in [
         "io_chat_messages_total",
+        "io_message_commit_failures_total",
+        "io_message_commit_fallbacks_total",
         "io_events_publish_failures_total",
         "io_sessions_started_total",
         "io_sessions_ended_total",

@@ -34,6 +34,50 @@ pub(crate) struct AppendPlan {
 /// Messages already stored, by session and client message id.
 pub(crate) type Existing = HashMap<SessionId, HashMap<String, Message>>;
 
+/// A `(session, clientMsgId)` that another sender already used.
+pub(crate) const KEY_TAKEN: StoreError =
+    StoreError::Conflict("clientMsgId already used in this session");
+/// A message for a session that has ended.
+pub(crate) const NOT_ACTIVE: StoreError = StoreError::Conflict("session not active");
+
+/// One answer per message of a batch, in input order. `decide` answers the
+/// first occurrence of each `(session, clientMsgId)`; a later occurrence
+/// gets the same answer if the same sender sent it, else [`KEY_TAKEN`].
+pub(crate) fn answer_batch(
+    batch: &[NewMessage],
+    mut decide: impl FnMut(usize, &NewMessage) -> StoreResult<Message>,
+) -> Vec<StoreResult<Message>> {
+    let mut results: Vec<StoreResult<Message>> = Vec::with_capacity(batch.len());
+    // First occurrence in this batch of each key: its index and sender.
+    let mut seen: HashMap<(SessionId, &str), (usize, UserId)> = HashMap::new();
+    for (i, m) in batch.iter().enumerate() {
+        let key = (m.session_id, m.client_msg_id.as_str());
+        let result = match seen.get(&key) {
+            Some(&(first, sender)) if sender == m.sender_id => results[first].clone(),
+            Some(_) => Err(KEY_TAKEN),
+            None => {
+                seen.insert(key, (i, m.sender_id));
+                decide(i, m)
+            }
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// The message a batch stores for `m` under `seq`.
+pub(crate) fn stored_message(m: &NewMessage, seq: i64) -> Message {
+    Message {
+        id: m.id,
+        session_id: m.session_id,
+        sender_id: m.sender_id,
+        seq,
+        content: m.content.as_str().to_owned(),
+        client_msg_id: m.client_msg_id.as_str().to_owned(),
+        created_at: stored(m.created_at),
+    }
+}
+
 /// Decide a group commit. Per message, in input order:
 /// - unknown session, or a sender who is not in it: `NotFound` (sessions
 ///   belong to their participants);
@@ -42,71 +86,43 @@ pub(crate) type Existing = HashMap<SessionId, HashMap<String, Message>>;
 ///   sent it; another sender reusing the key is a `Conflict`;
 /// - a session that is not active: `Conflict`;
 /// - otherwise a new message with the session's next `seq`.
+///
+/// The Postgres store makes the same decisions inside one SQL statement
+/// (`APPEND` in `postgres.rs`); the contract tests hold both to them.
 pub(crate) fn plan_append(
     batch: &[NewMessage],
     sessions: &HashMap<SessionId, LockedSession>,
     existing: &Existing,
 ) -> AppendPlan {
-    let mut plan = AppendPlan {
-        results: Vec::with_capacity(batch.len()),
-        ..AppendPlan::default()
-    };
+    let mut new = Vec::new();
     let mut last: HashMap<SessionId, i64> = HashMap::new();
-    // First occurrence in this batch of each key: its index and sender.
-    let mut seen: HashMap<(SessionId, &str), (usize, UserId)> = HashMap::new();
-    for (i, m) in batch.iter().enumerate() {
-        let key = (m.session_id, m.client_msg_id.as_str());
-        if let Some(&(first, sender)) = seen.get(&key) {
-            let again = if sender == m.sender_id {
-                plan.results[first].clone()
-            } else {
-                Err(StoreError::Conflict(
-                    "clientMsgId already used in this session",
-                ))
-            };
-            plan.results.push(again);
-            continue;
-        }
-        seen.insert(key, (i, m.sender_id));
-        let result = match sessions.get(&m.session_id) {
-            None => Err(StoreError::NotFound),
-            Some(s) if s.user1 != m.sender_id && s.user2 != m.sender_id => {
-                Err(StoreError::NotFound)
+    let results = answer_batch(batch, |_, m| match sessions.get(&m.session_id) {
+        None => Err(StoreError::NotFound),
+        Some(s) if s.user1 != m.sender_id && s.user2 != m.sender_id => Err(StoreError::NotFound),
+        Some(s) => match existing
+            .get(&m.session_id)
+            .and_then(|e| e.get(m.client_msg_id.as_str()))
+        {
+            Some(old) if old.sender_id == m.sender_id => Ok(old.clone()),
+            Some(_) => Err(KEY_TAKEN),
+            None if s.status != SessionStatus::Active => Err(NOT_ACTIVE),
+            None => {
+                let seq = last.entry(m.session_id).or_insert(s.last_seq);
+                *seq += 1;
+                let message = stored_message(m, *seq);
+                new.push(message.clone());
+                Ok(message)
             }
-            Some(s) => match existing
-                .get(&m.session_id)
-                .and_then(|e| e.get(m.client_msg_id.as_str()))
-            {
-                Some(old) if old.sender_id == m.sender_id => Ok(old.clone()),
-                Some(_) => Err(StoreError::Conflict(
-                    "clientMsgId already used in this session",
-                )),
-                None if s.status != SessionStatus::Active => {
-                    Err(StoreError::Conflict("session not active"))
-                }
-                None => {
-                    let seq = last.entry(m.session_id).or_insert(s.last_seq);
-                    *seq += 1;
-                    let message = Message {
-                        id: m.id,
-                        session_id: m.session_id,
-                        sender_id: m.sender_id,
-                        seq: *seq,
-                        content: m.content.as_str().to_owned(),
-                        client_msg_id: m.client_msg_id.as_str().to_owned(),
-                        created_at: stored(m.created_at),
-                    };
-                    plan.new.push(message.clone());
-                    Ok(message)
-                }
-            },
-        };
-        plan.results.push(result);
-    }
-    plan.last_seqs = last.into_iter().collect();
+        },
+    });
+    let mut last_seqs: Vec<(SessionId, i64)> = last.into_iter().collect();
     // A stable order for the UPDATE, matching the lock order.
-    plan.last_seqs.sort_by_key(|(id, _)| *id);
-    plan
+    last_seqs.sort_by_key(|(id, _)| *id);
+    AppendPlan {
+        results,
+        new,
+        last_seqs,
+    }
 }
 
 /// The unordered pair as the unique index sees it.

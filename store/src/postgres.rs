@@ -33,10 +33,60 @@ use crate::StoreOptions;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// A group commit in one statement. `$1`–`$6` are the batch's columns
+/// (id, session, sender, content, clientMsgId, createdAt), `$7` its
+/// sessions in id order. It locks the sessions in that order (a lock
+/// granted after another node's commit returns that commit's `last_seq`
+/// and status), decides each key's first occurrence as
+/// [`plan::plan_append`] does, inserts the new messages, bumps `last_seq`,
+/// and answers `(ord, verdict, seq, old_*)` per first occurrence. Stored
+/// keys are read from the statement's snapshot, taken before the locks:
+/// one committed meanwhile makes the insert fail with a unique violation.
+const APPEND: &str = "\
+WITH input AS ( \
+  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
+    WITH ORDINALITY AS i (id, sid, sender, content, cid, created, ord)), \
+firsts AS ( \
+  SELECT DISTINCT ON (sid, cid) * FROM input ORDER BY sid, cid, ord), \
+locked AS MATERIALIZED ( \
+  SELECT s.* FROM UNNEST($7::uuid[]) AS k (id) \
+  CROSS JOIN LATERAL (SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions c \
+                      WHERE c.id = k.id FOR UPDATE) s), \
+decided AS ( \
+  SELECT f.*, l.last_seq, \
+    CASE WHEN l.id IS NULL OR f.sender NOT IN (l.user1_id, l.user2_id) THEN 'missing' \
+         WHEN o.id IS NOT NULL AND o.sender_id = f.sender THEN 'old' \
+         WHEN o.id IS NOT NULL THEN 'taken' \
+         WHEN l.status <> 'active' THEN 'ended' \
+         ELSE 'new' END AS verdict, \
+    o.id AS old_id, o.seq AS old_seq, o.content AS old_content, o.created_at AS old_created \
+  FROM firsts f \
+  LEFT JOIN locked l ON l.id = f.sid \
+  LEFT JOIN LATERAL (SELECT id, sender_id, seq, content, created_at FROM messages m \
+                     WHERE m.session_id = f.sid AND m.client_msg_id = f.cid LIMIT 1) o ON true), \
+fresh AS ( \
+  SELECT d.*, d.last_seq + row_number() OVER (PARTITION BY d.sid ORDER BY d.ord) AS seq \
+  FROM decided d WHERE d.verdict = 'new'), \
+ins AS ( \
+  INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+  SELECT id, sid, sender, seq, content, cid, created FROM fresh), \
+bump AS ( \
+  UPDATE chat_sessions c SET last_seq = t.top \
+  FROM (SELECT sid, max(seq) AS top FROM fresh GROUP BY sid) t \
+  WHERE c.id = t.sid) \
+SELECT d.ord, d.verdict, f.seq, d.old_id, d.old_seq, d.old_content, d.old_created \
+FROM decided d LEFT JOIN fresh f ON f.ord = d.ord";
+
 /// The [`Store`] on a Postgres connection pool.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The group commit's own connections: they run only [`APPEND`] (and
+    /// its fallback), with generic plans that never fall back to a
+    /// sequential scan, so a batch is planned once per connection and its
+    /// plan does not depend on table statistics (which a database without
+    /// autovacuum never has).
+    writer: PgPool,
 }
 
 impl PgStore {
@@ -48,19 +98,200 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(db)?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("applying migrations failed: {e}")))?;
-        Ok(PgStore { pool })
+        let writer = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+            ]));
+        Ok(PgStore { pool, writer })
     }
 
     /// Close every connection, waiting for checked-out ones to return.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// A group commit in one statement, [`APPEND`]: one round trip, and
+    /// the sessions stay locked only while it runs and commits. The
+    /// statement is its own transaction; `fetch_all` returns at
+    /// ReadyForQuery, which Postgres sends only once that transaction has
+    /// committed, so the answers are durable when they arrive.
+    async fn append_in_one_statement(
+        &self,
+        batch: &[NewMessage],
+        sessions: &[Uuid],
+    ) -> Result<Vec<StoreResult<Message>>, sqlx::Error> {
+        let n = batch.len();
+        let mut id = Vec::with_capacity(n);
+        let mut session = Vec::with_capacity(n);
+        let mut sender = Vec::with_capacity(n);
+        let mut content = Vec::with_capacity(n);
+        let mut client = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        for m in batch {
+            id.push(m.id.0);
+            session.push(m.session_id.0);
+            sender.push(m.sender_id.0);
+            content.push(m.content.as_str());
+            client.push(m.client_msg_id.as_str());
+            created.push(stored(m.created_at));
+        }
+        let rows = sqlx::query(APPEND)
+            .bind(&id)
+            .bind(&session)
+            .bind(&sender)
+            .bind(&content)
+            .bind(&client)
+            .bind(&created)
+            .bind(sessions)
+            .fetch_all(&self.writer)
+            .await?;
+        // One row per first occurrence of a key, by 1-based position.
+        let mut verdicts = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            verdicts.insert(r.try_get::<i64, _>("ord")?, r);
+        }
+        Ok(plan::answer_batch(batch, |i, m| {
+            let r = verdicts
+                .get(&(i as i64 + 1))
+                .ok_or_else(|| corrupt("group commit answer"))?;
+            match r.text("verdict")?.as_str() {
+                "new" => Ok(plan::stored_message(m, r.int("seq")?)),
+                "old" => Ok(Message {
+                    id: MessageId(r.uuid("old_id")?),
+                    seq: r.int("old_seq")?,
+                    content: r.text("old_content")?,
+                    created_at: r.time("old_created")?,
+                    ..plan::stored_message(m, 0)
+                }),
+                "taken" => Err(plan::KEY_TAKEN),
+                "ended" => Err(plan::NOT_ACTIVE),
+                "missing" => Err(StoreError::NotFound),
+                _ => Err(corrupt("group commit verdict")),
+            }
+        }))
+    }
+
+    /// The group commit as a transaction of several statements, deciding
+    /// in Rust: what [`APPEND`] falls back to when another node committed
+    /// one of its keys while it waited for a session lock.
+    async fn append_in_transaction(
+        &self,
+        batch: &[NewMessage],
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<StoreResult<Message>>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // 1. Lock the sessions in id order (no deadlock between batches);
+        //    a lock granted after another node's commit returns that
+        //    commit's last_seq.
+        let mut sessions = HashMap::with_capacity(ids.len());
+        for r in sqlx::query(
+            "SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        {
+            sessions.insert(
+                SessionId(r.uuid("id")?),
+                LockedSession {
+                    status: SessionStatus::parse(&r.text("status")?)
+                        .ok_or_else(|| corrupt("session status"))?,
+                    user1: UserId(r.uuid("user1_id")?),
+                    user2: UserId(r.uuid("user2_id")?),
+                    last_seq: r.int("last_seq")?,
+                },
+            );
+        }
+
+        // 2. Messages already committed under the same keys (a client's
+        //    retry, possibly through another node).
+        let (key_sessions, key_ids): (Vec<Uuid>, Vec<&str>) = batch
+            .iter()
+            .filter(|m| sessions.contains_key(&m.session_id))
+            .map(|m| (m.session_id.0, m.client_msg_id.as_str()))
+            .unzip();
+        let mut existing = plan::Existing::new();
+        if !key_sessions.is_empty() {
+            for r in sqlx::query(&format!(
+                "SELECT {MESSAGE_COLS} FROM UNNEST($1::uuid[], $2::text[]) AS k (sid, cid) \
+                 CROSS JOIN LATERAL (SELECT {MESSAGE_COLS} FROM messages \
+                   WHERE session_id = k.sid AND client_msg_id = k.cid LIMIT 1) m"
+            ))
+            .bind(&key_sessions)
+            .bind(&key_ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            {
+                let m = records::message(&r)?;
+                existing
+                    .entry(m.session_id)
+                    .or_default()
+                    .insert(m.client_msg_id.clone(), m);
+            }
+        }
+
+        // 3. Decide, then write everything with one statement.
+        let plan = plan::plan_append(batch, &sessions, &existing);
+        if !plan.new.is_empty() {
+            let n = plan.new.len();
+            let mut id = Vec::with_capacity(n);
+            let mut session = Vec::with_capacity(n);
+            let mut sender = Vec::with_capacity(n);
+            let mut seq = Vec::with_capacity(n);
+            let mut content = Vec::with_capacity(n);
+            let mut client = Vec::with_capacity(n);
+            let mut created = Vec::with_capacity(n);
+            for m in &plan.new {
+                id.push(m.id.0);
+                session.push(m.session_id.0);
+                sender.push(m.sender_id.0);
+                seq.push(m.seq);
+                content.push(m.content.as_str());
+                client.push(m.client_msg_id.as_str());
+                created.push(m.created_at);
+            }
+            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
+                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
+            // The sessions' new last_seq and the messages, in one round trip.
+            sqlx::query(
+                "WITH bump AS (\
+                   UPDATE chat_sessions AS s SET last_seq = u.last_seq \
+                   FROM UNNEST($8::uuid[], $9::int8[]) AS u (id, last_seq) \
+                   WHERE s.id = u.id) \
+                 INSERT INTO messages \
+                   (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
+                                      $5::text[], $6::text[], $7::timestamptz[])",
+            )
+            .bind(&id)
+            .bind(&session)
+            .bind(&sender)
+            .bind(&seq)
+            .bind(&content)
+            .bind(&client)
+            .bind(&created)
+            .bind(&sids)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(plan.results)
     }
 }
 
@@ -539,109 +770,17 @@ impl Store for PgStore {
         let mut ids: Vec<Uuid> = batch.iter().map(|m| m.session_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-
-        // 1. Lock the sessions in id order (no deadlock between batches);
-        //    a lock granted after another node's commit returns that
-        //    commit's last_seq.
-        let mut sessions = HashMap::with_capacity(ids.len());
-        for r in sqlx::query(
-            "SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions \
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        {
-            sessions.insert(
-                SessionId(r.uuid("id")?),
-                LockedSession {
-                    status: SessionStatus::parse(&r.text("status")?)
-                        .ok_or_else(|| corrupt("session status"))?,
-                    user1: UserId(r.uuid("user1_id")?),
-                    user2: UserId(r.uuid("user2_id")?),
-                    last_seq: r.int("last_seq")?,
-                },
-            );
-        }
-
-        // 2. Messages already committed under the same keys (a client's
-        //    retry, possibly through another node).
-        let (key_sessions, key_ids): (Vec<Uuid>, Vec<&str>) = batch
-            .iter()
-            .filter(|m| sessions.contains_key(&m.session_id))
-            .map(|m| (m.session_id.0, m.client_msg_id.as_str()))
-            .unzip();
-        let mut existing = plan::Existing::new();
-        if !key_sessions.is_empty() {
-            for r in sqlx::query(&format!(
-                "SELECT {MESSAGE_COLS} FROM UNNEST($1::uuid[], $2::text[]) AS k (sid, cid) \
-                 CROSS JOIN LATERAL (SELECT {MESSAGE_COLS} FROM messages \
-                   WHERE session_id = k.sid AND client_msg_id = k.cid LIMIT 1) m"
-            ))
-            .bind(&key_sessions)
-            .bind(&key_ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
-            {
-                let m = records::message(&r)?;
-                existing
-                    .entry(m.session_id)
-                    .or_default()
-                    .insert(m.client_msg_id.clone(), m);
+        match self.append_in_one_statement(batch, &ids).await {
+            Ok(results) => Ok(results),
+            // The statement reads stored keys before it waits for the
+            // session locks; a key another node committed meanwhile fails
+            // the insert, and the transaction path sees it.
+            Err(e) if is_kind(&e, ErrorKind::UniqueViolation) => {
+                metrics::counter!("io_message_commit_fallbacks_total").increment(1);
+                self.append_in_transaction(batch, &ids).await
             }
+            Err(e) => Err(db(e)),
         }
-
-        // 3. Decide, then write everything with one statement.
-        let plan = plan::plan_append(batch, &sessions, &existing);
-        if !plan.new.is_empty() {
-            let n = plan.new.len();
-            let mut id = Vec::with_capacity(n);
-            let mut session = Vec::with_capacity(n);
-            let mut sender = Vec::with_capacity(n);
-            let mut seq = Vec::with_capacity(n);
-            let mut content = Vec::with_capacity(n);
-            let mut client = Vec::with_capacity(n);
-            let mut created = Vec::with_capacity(n);
-            for m in &plan.new {
-                id.push(m.id.0);
-                session.push(m.session_id.0);
-                sender.push(m.sender_id.0);
-                seq.push(m.seq);
-                content.push(m.content.as_str());
-                client.push(m.client_msg_id.as_str());
-                created.push(m.created_at);
-            }
-            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
-                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
-            // The sessions' new last_seq and the messages, in one round trip.
-            sqlx::query(
-                "WITH bump AS (\
-                   UPDATE chat_sessions AS s SET last_seq = u.last_seq \
-                   FROM UNNEST($8::uuid[], $9::int8[]) AS u (id, last_seq) \
-                   WHERE s.id = ANY($8) AND s.id = u.id) \
-                 INSERT INTO messages \
-                   (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
-                                      $5::text[], $6::text[], $7::timestamptz[])",
-            )
-            .bind(&id)
-            .bind(&session)
-            .bind(&sender)
-            .bind(&seq)
-            .bind(&content)
-            .bind(&client)
-            .bind(&created)
-            .bind(&sids)
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(plan.results)
     }
 
     async fn messages_after(

@@ -468,6 +468,79 @@ async fn two_nodes_appending_to_one_session_leave_no_gaps(db: &TestDb) -> Result
     Ok(())
 }
 
+/// Postgres decides a batch in one statement that reads stored keys before
+/// it waits for the session lock. A key another node commits while it
+/// waits must still be answered with that node's message, not stored
+/// twice or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_key_committed_while_a_batch_waits_is_answered_once() -> Result<()> {
+    let db = io_store::testing::postgres().await;
+    let s = store(&db).clone();
+    let [a, b] = users(&s).await?;
+    let session = s.create_session(FENCE, a, b, Utc::now()).await?.id;
+
+    // Another node's transaction: it holds the session lock and has
+    // written message "k" as seq 1.
+    let raw = sqlx::PgPool::connect(&db.url).await?;
+    let mut other = raw.begin().await?;
+    sqlx::query("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE")
+        .bind(session.0)
+        .execute(&mut *other)
+        .await?;
+    let theirs = MessageId::new();
+    sqlx::query(
+        "INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+         VALUES ($1, $2, $3, 1, 'theirs', 'k', now())",
+    )
+    .bind(theirs.0)
+    .bind(session.0)
+    .bind(a.0)
+    .execute(&mut *other)
+    .await?;
+    sqlx::query("UPDATE chat_sessions SET last_seq = 1 WHERE id = $1")
+        .bind(session.0)
+        .execute(&mut *other)
+        .await?;
+
+    let batch = [msg(session, a, "k"), msg(session, b, "mine")];
+    let pending = tokio::spawn(async move { s.append_messages(&batch).await });
+    // Commit only once the batch is waiting for the lock, so its snapshot
+    // cannot have seen "k".
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&raw)
+        .await?;
+        if waiting > 0 {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the batch never waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other.commit().await?;
+
+    let results = pending.await??;
+    let first = results[0].as_ref().map_err(Clone::clone)?;
+    ensure!(
+        first.id == theirs && first.seq == 1 && first.content == "theirs",
+        "the retry gets the stored message: {first:?}"
+    );
+    ensure!(
+        results[1].as_ref().map(|m| m.seq) == Ok(2),
+        "{:?}",
+        results[1]
+    );
+    let stored = store(&db).messages_after(session, 0, 10).await?;
+    ensure!(seqs(&stored) == [1, 2], "{stored:?}");
+    Ok(())
+}
+
 async fn paging_never_skips_a_message(db: &TestDb) -> Result<()> {
     let s = store(db);
     let [a, b] = users(s).await?;
