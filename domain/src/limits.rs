@@ -5,6 +5,7 @@
 
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -36,6 +37,26 @@ impl Rate {
     }
 }
 
+/// The process's one rate-limiting clock. Making a clock calibrates it with
+/// CPUID instructions, which a virtual machine traps (tens of µs each), so
+/// limiters made per socket or per refusal share this one instead.
+pub fn clock() -> DefaultClock {
+    static CLOCK: OnceLock<DefaultClock> = OnceLock::new();
+    CLOCK.get_or_init(DefaultClock::default).clone()
+}
+
+/// A per-socket token bucket on the shared [`clock`].
+pub fn direct(
+    quota: Quota,
+) -> RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    governor::middleware::NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+> {
+    RateLimiter::direct_with_clock(quota, clock())
+}
+
 /// The configurable chat limits; `Default` is the design's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChatLimits {
@@ -65,7 +86,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(name: &'static str, rate: Rate) -> Self {
         KeyedLimiter {
             name,
-            inner: RateLimiter::keyed(rate.quota()),
+            inner: RateLimiter::dashmap_with_clock(rate.quota(), clock()),
         }
     }
 
@@ -74,7 +95,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         self.inner.check_key(key).map_err(|not_until| {
             metrics::counter!("io_rate_limited_total", "limit" => self.name).increment(1);
             ChatError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(self.inner.clock().now()),
             }
         })
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketError};
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use io_domain::model::ConnRef;
@@ -195,7 +195,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
         NonZeroU32::new(inner.config.events_per_second).unwrap_or(NonZeroU32::MIN),
     )
     .allow_burst(NonZeroU32::new(inner.config.event_burst).unwrap_or(NonZeroU32::MIN));
-    let bucket = RateLimiter::direct(quota);
+    let bucket = io_domain::limits::direct(quota);
     let mut strikes = 0u32;
     let mut fragments: Option<Vec<u8>> = None;
     let actor = Actor {
