@@ -73,7 +73,11 @@ async fn oversized_messages_are_closed_with_4413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_get_rate_limited_then_closed_with_4429() {
-    let app = App::start(&[]).await;
+    // The bucket counts events as the socket's reader takes them, one at a
+    // time. A low rate keeps this a flood even when a busy machine handles
+    // each `cancel_search` slowly (at the default 20/s, handling slower
+    // than 50 ms an event refills the bucket as fast as it drains).
+    let app = App::start(&["--limit-socket-events-per-second", "2"]).await;
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let (mut ws, _) = Ws::join(&app.ws(), &user.token).await;
     for i in 0..200 {

@@ -5,11 +5,13 @@
 
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use crate::error::ChatError;
 use crate::types::UserId;
@@ -37,24 +39,19 @@ impl Rate {
     }
 }
 
-/// The process's one rate-limiting clock. Making a clock calibrates it with
-/// CPUID instructions, which a virtual machine traps (tens of µs each), so
-/// limiters made per socket or per refusal share this one instead.
-pub fn clock() -> DefaultClock {
-    static CLOCK: OnceLock<DefaultClock> = OnceLock::new();
-    CLOCK.get_or_init(DefaultClock::default).clone()
-}
+/// The clock of every rate limiter: `std::time::Instant`. The default
+/// clock (quanta) calibrates itself with CPUID instructions, which a
+/// virtual machine traps, each time one is made (per socket, per refusal);
+/// and a calibration taken on a busy machine can be off, letting a bucket
+/// refill too fast.
+pub type LimitClock = MonotonicClock;
 
-/// A per-socket token bucket on the shared [`clock`].
-pub fn direct(
-    quota: Quota,
-) -> RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    DefaultClock,
-    governor::middleware::NoOpMiddleware<<DefaultClock as Clock>::Instant>,
-> {
-    RateLimiter::direct_with_clock(quota, clock())
+/// A token bucket of one socket.
+pub type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, LimitClock, NoOpMiddleware<Instant>>;
+
+/// A per-socket token bucket.
+pub fn direct(quota: Quota) -> DirectLimiter {
+    RateLimiter::direct_with_clock(quota, LimitClock::default())
 }
 
 /// The configurable chat limits; `Default` is the design's.
@@ -79,14 +76,14 @@ impl Default for ChatLimits {
 /// number of recently active keys.
 pub struct KeyedLimiter<K: Hash + Eq + Clone> {
     name: &'static str,
-    inner: DefaultKeyedRateLimiter<K>,
+    inner: RateLimiter<K, DashMapStateStore<K>, LimitClock, NoOpMiddleware<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(name: &'static str, rate: Rate) -> Self {
         KeyedLimiter {
             name,
-            inner: RateLimiter::dashmap_with_clock(rate.quota(), clock()),
+            inner: RateLimiter::dashmap_with_clock(rate.quota(), LimitClock::default()),
         }
     }
 
