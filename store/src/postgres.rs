@@ -35,13 +35,19 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// A group commit in one statement. `$1`–`$6` are the batch's columns
 /// (id, session, sender, content, clientMsgId, createdAt), `$7` its
-/// sessions in id order. It locks the sessions in that order (a lock
-/// granted after another node's commit returns that commit's `last_seq`
-/// and status), decides each key's first occurrence as
+/// sessions, sorted and distinct. It locks the sessions in that order (a
+/// lock granted after another node's commit returns that commit's
+/// `last_seq` and status), decides each key's first occurrence as
 /// [`plan::plan_append`] does, inserts the new messages, bumps `last_seq`,
-/// and answers `(ord, verdict, seq, old_*)` per first occurrence. Stored
-/// keys are read from the statement's snapshot, taken before the locks:
-/// one committed meanwhile makes the insert fail with a unique violation.
+/// and answers `(ord, verdict, seq, old_*)` per first occurrence.
+///
+/// Stored keys are read from the statement's snapshot, taken before the
+/// locks, so a key another node committed meanwhile is not seen. For a
+/// message that would be new, the insert then fails with a unique
+/// violation. For a session that ended meanwhile (active in the snapshot,
+/// ended under the lock) the verdict is `stale`: the key may have been
+/// stored just before the end. Either way the caller redoes the batch as a
+/// transaction that reads the keys after the locks.
 const APPEND: &str = "\
 WITH input AS ( \
   SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
@@ -57,7 +63,9 @@ decided AS ( \
     CASE WHEN l.id IS NULL OR f.sender NOT IN (l.user1_id, l.user2_id) THEN 'missing' \
          WHEN o.id IS NOT NULL AND o.sender_id = f.sender THEN 'old' \
          WHEN o.id IS NOT NULL THEN 'taken' \
-         WHEN l.status <> 'active' THEN 'ended' \
+         WHEN l.status <> 'active' THEN \
+           CASE (SELECT status FROM chat_sessions c WHERE c.id = f.sid) \
+             WHEN 'active' THEN 'stale' ELSE 'ended' END \
          ELSE 'new' END AS verdict, \
     o.id AS old_id, o.seq AS old_seq, o.content AS old_content, o.created_at AS old_created \
   FROM firsts f \
@@ -130,7 +138,7 @@ impl PgStore {
         &self,
         batch: &[NewMessage],
         sessions: &[Uuid],
-    ) -> Result<Vec<StoreResult<Message>>, sqlx::Error> {
+    ) -> Result<Option<Vec<StoreResult<Message>>>, sqlx::Error> {
         let n = batch.len();
         let mut id = Vec::with_capacity(n);
         let mut session = Vec::with_capacity(n);
@@ -159,9 +167,12 @@ impl PgStore {
         // One row per first occurrence of a key, by 1-based position.
         let mut verdicts = HashMap::with_capacity(rows.len());
         for r in &rows {
+            if r.try_get::<&str, _>("verdict")? == "stale" {
+                return Ok(None);
+            }
             verdicts.insert(r.try_get::<i64, _>("ord")?, r);
         }
-        Ok(plan::answer_batch(batch, |i, m| {
+        Ok(Some(plan::answer_batch(batch, |i, m| {
             let r = verdicts
                 .get(&(i as i64 + 1))
                 .ok_or_else(|| corrupt("group commit answer"))?;
@@ -179,7 +190,17 @@ impl PgStore {
                 "missing" => Err(StoreError::NotFound),
                 _ => Err(corrupt("group commit verdict")),
             }
-        }))
+        })))
+    }
+
+    /// [`APPEND`] could not answer the batch: redo it as a transaction.
+    async fn append_again(
+        &self,
+        batch: &[NewMessage],
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<StoreResult<Message>>> {
+        metrics::counter!("io_message_commit_fallbacks_total").increment(1);
+        self.append_in_transaction(batch, ids).await
     }
 
     /// The group commit as a transaction of several statements, deciding
@@ -770,14 +791,16 @@ impl Store for PgStore {
         let mut ids: Vec<Uuid> = batch.iter().map(|m| m.session_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
+        // The statement reads stored keys before it waits for the session
+        // locks. A key another node committed meanwhile fails its insert
+        // (nothing was written) or leaves a `stale` answer (the rest was
+        // written); the transaction path reads the keys after the locks,
+        // and answers what was just written as stored messages.
         match self.append_in_one_statement(batch, &ids).await {
-            Ok(results) => Ok(results),
-            // The statement reads stored keys before it waits for the
-            // session locks; a key another node committed meanwhile fails
-            // the insert, and the transaction path sees it.
+            Ok(Some(results)) => Ok(results),
+            Ok(None) => self.append_again(batch, &ids).await,
             Err(e) if is_kind(&e, ErrorKind::UniqueViolation) => {
-                metrics::counter!("io_message_commit_fallbacks_total").increment(1);
-                self.append_in_transaction(batch, &ids).await
+                self.append_again(batch, &ids).await
             }
             Err(e) => Err(db(e)),
         }

@@ -506,23 +506,7 @@ async fn postgres_a_key_committed_while_a_batch_waits_is_answered_once() -> Resu
     let pending = tokio::spawn(async move { s.append_messages(&batch).await });
     // Commit only once the batch is waiting for the lock, so its snapshot
     // cannot have seen "k".
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&raw)
-        .await?;
-        if waiting > 0 {
-            break;
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the batch never waited for the lock"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_a_statement_waits_for_a_lock(&raw).await?;
     other.commit().await?;
 
     let results = pending.await??;
@@ -539,6 +523,93 @@ async fn postgres_a_key_committed_while_a_batch_waits_is_answered_once() -> Resu
     let stored = store(&db).messages_after(session, 0, 10).await?;
     ensure!(seqs(&stored) == [1, 2], "{stored:?}");
     Ok(())
+}
+
+/// The same race when the session also ended meanwhile: the batch sees
+/// the session ended under its lock, but not the key stored just before
+/// the end. The retry must still get the stored message, not "ended".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_key_committed_before_a_concurrent_end_is_answered() -> Result<()> {
+    let db = io_store::testing::postgres().await;
+    let s = store(&db).clone();
+    let [a, b, c, d] = users(&s).await?;
+    let one = s.create_session(FENCE, a, b, Utc::now()).await?.id;
+    let two = s.create_session(FENCE, c, d, Utc::now()).await?.id;
+    // The batch locks its sessions in id order: it waits on the first.
+    let (first, first_sender, last, last_sender) = if one < two {
+        (one, a, two, c)
+    } else {
+        (two, c, one, a)
+    };
+
+    let raw = sqlx::PgPool::connect(&db.url).await?;
+    let mut holder = raw.begin().await?;
+    sqlx::query("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE")
+        .bind(first.0)
+        .execute(&mut *holder)
+        .await?;
+    let batch = [
+        msg(first, first_sender, "mine"),
+        msg(last, last_sender, "k"),
+    ];
+    let pending = tokio::spawn(async move { s.append_messages(&batch).await });
+    until_a_statement_waits_for_a_lock(&raw).await?;
+
+    // Meanwhile another node stores "k" in the last session, which then ends.
+    let theirs = MessageId::new();
+    let mut other = raw.begin().await?;
+    sqlx::query(
+        "INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+         VALUES ($1, $2, $3, 1, 'theirs', 'k', now())",
+    )
+    .bind(theirs.0)
+    .bind(last.0)
+    .bind(last_sender.0)
+    .execute(&mut *other)
+    .await?;
+    sqlx::query(
+        "UPDATE chat_sessions SET last_seq = 1, status = 'ended', ended_at = now() WHERE id = $1",
+    )
+    .bind(last.0)
+    .execute(&mut *other)
+    .await?;
+    other.commit().await?;
+    holder.commit().await?;
+
+    let results = pending.await??;
+    ensure!(
+        results[0].as_ref().map(|m| m.seq) == Ok(1),
+        "{:?}",
+        results[0]
+    );
+    let retry = results[1].as_ref().map_err(Clone::clone)?;
+    ensure!(
+        retry.id == theirs && retry.content == "theirs",
+        "the retry gets the message stored before the end: {retry:?}"
+    );
+    ensure!(seqs(&store(&db).messages_after(first, 0, 10).await?) == [1]);
+    Ok(())
+}
+
+/// Returns once some statement on the test database waits for a lock.
+async fn until_a_statement_waits_for_a_lock(raw: &sqlx::PgPool) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(raw)
+        .await?;
+        if waiting > 0 {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no statement ever waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn paging_never_skips_a_message(db: &TestDb) -> Result<()> {
