@@ -487,16 +487,7 @@ async fn postgres_a_key_committed_while_a_batch_waits_is_answered_once() -> Resu
         .bind(session.0)
         .execute(&mut *other)
         .await?;
-    let theirs = MessageId::new();
-    sqlx::query(
-        "INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
-         VALUES ($1, $2, $3, 1, 'theirs', 'k', now())",
-    )
-    .bind(theirs.0)
-    .bind(session.0)
-    .bind(a.0)
-    .execute(&mut *other)
-    .await?;
+    let theirs = store_first_message(&mut other, session, a, "k").await?;
     sqlx::query("UPDATE chat_sessions SET last_seq = 1 WHERE id = $1")
         .bind(session.0)
         .execute(&mut *other)
@@ -556,17 +547,8 @@ async fn postgres_a_key_committed_before_a_concurrent_end_is_answered() -> Resul
     until_a_statement_waits_for_a_lock(&raw).await?;
 
     // Meanwhile another node stores "k" in the last session, which then ends.
-    let theirs = MessageId::new();
     let mut other = raw.begin().await?;
-    sqlx::query(
-        "INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
-         VALUES ($1, $2, $3, 1, 'theirs', 'k', now())",
-    )
-    .bind(theirs.0)
-    .bind(last.0)
-    .bind(last_sender.0)
-    .execute(&mut *other)
-    .await?;
+    let theirs = store_first_message(&mut other, last, last_sender, "k").await?;
     sqlx::query(
         "UPDATE chat_sessions SET last_seq = 1, status = 'ended', ended_at = now() WHERE id = $1",
     )
@@ -589,6 +571,28 @@ async fn postgres_a_key_committed_before_a_concurrent_end_is_answered() -> Resul
     );
     ensure!(seqs(&store(&db).messages_after(first, 0, 10).await?) == [1]);
     Ok(())
+}
+
+/// Another node's write, by hand: message `key` (content "theirs") as the
+/// session's seq 1, in the caller's transaction.
+async fn store_first_message(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    session: SessionId,
+    sender: UserId,
+    key: &str,
+) -> Result<MessageId> {
+    let id = MessageId::new();
+    sqlx::query(
+        "INSERT INTO messages (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
+         VALUES ($1, $2, $3, 1, 'theirs', $4, now())",
+    )
+    .bind(id.0)
+    .bind(session.0)
+    .bind(sender.0)
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
 }
 
 /// Returns once some statement on the test database waits for a lock.
