@@ -165,9 +165,9 @@ fn describe() {
         "Group commits that failed."
     );
     describe_counter!(
-        "io_message_commit_fallbacks_total",
-        "Group commits redone as a multi-statement transaction (Postgres): \
-         another node committed one of the batch's keys meanwhile."
+        "io_message_commit_retries_total",
+        "Group commit statements run again (Postgres): another node \
+         committed one of the batch's keys while it waited for a lock."
     );
     describe_counter!(
         "io_events_published_total",
@@ -231,7 +231,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
     for name in [
         "io_chat_messages_total",
         "io_message_commit_failures_total",
-        "io_message_commit_fallbacks_total",
+        "io_message_commit_retries_total",
         "io_events_publish_failures_total",
         "io_sessions_started_total",
         "io_sessions_ended_total",

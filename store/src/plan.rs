@@ -1,7 +1,9 @@
 //! The store's decisions, apart from SQL so that both backends make exactly
 //! the same ones. A backend locks and reads what a decision needs, asks
 //! here, then writes what the answer says in the same transaction. The two
-//! batch writes (group commit, pairing round) are planned here in full.
+//! batch writes (group commit, pairing round) are planned here in full; the
+//! Postgres group commit alone decides inside its one statement, and shares
+//! the rules for keys repeated in a batch ([`answer_batch`]).
 
 use std::collections::{HashMap, HashSet};
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::error::{corrupt, db, is_kind, violates};
 use crate::plan::RefreshVerdict;
-use crate::plan::{self, LockedSession, RoundState};
+use crate::plan::{self, RoundState};
 use crate::records::{self, stored, Cols};
 use crate::records::{MESSAGE_COLS, RATING_COLS, SESSION_COLS, USER_COLS};
 use crate::sql;
@@ -46,8 +46,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 /// message that would be new, the insert then fails with a unique
 /// violation. For a session that ended meanwhile (active in the snapshot,
 /// ended under the lock) the verdict is `stale`: the key may have been
-/// stored just before the end. Either way the caller redoes the batch as a
-/// transaction that reads the keys after the locks.
+/// stored just before the end. Either way the caller runs the statement
+/// again (at most [`APPEND_ATTEMPTS`] times in all).
 const APPEND: &str = "\
 WITH input AS ( \
   SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
@@ -85,15 +85,18 @@ bump AS ( \
 SELECT d.ord, d.verdict, f.seq, d.old_id, d.old_seq, d.old_content, d.old_created \
 FROM decided d LEFT JOIN fresh f ON f.ord = d.ord";
 
+/// Runs of [`APPEND`] for one batch: a second run sees what raced the
+/// first; a third only if yet another node wrote the same key meanwhile.
+const APPEND_ATTEMPTS: u32 = 3;
+
 /// The [`Store`] on a Postgres connection pool.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// The group commit's own connections: they run only [`APPEND`] (and
-    /// its fallback), with generic plans that never fall back to a
-    /// sequential scan, so a batch is planned once per connection and its
-    /// plan does not depend on table statistics (which a database without
-    /// autovacuum never has).
+    /// The group commit's own connections: they run only [`APPEND`], with
+    /// generic plans that never fall back to a sequential scan, so a batch
+    /// is planned once per connection and its plan does not depend on
+    /// table statistics (which a database without autovacuum never has).
     writer: PgPool,
 }
 
@@ -191,128 +194,6 @@ impl PgStore {
                 _ => Err(corrupt("group commit verdict")),
             }
         })))
-    }
-
-    /// [`APPEND`] could not answer the batch: redo it as a transaction.
-    async fn append_again(
-        &self,
-        batch: &[NewMessage],
-        ids: &[Uuid],
-    ) -> StoreResult<Vec<StoreResult<Message>>> {
-        metrics::counter!("io_message_commit_fallbacks_total").increment(1);
-        self.append_in_transaction(batch, ids).await
-    }
-
-    /// The group commit as a transaction of several statements, deciding
-    /// in Rust: what [`APPEND`] falls back to when another node committed
-    /// one of its keys while it waited for a session lock.
-    async fn append_in_transaction(
-        &self,
-        batch: &[NewMessage],
-        ids: &[Uuid],
-    ) -> StoreResult<Vec<StoreResult<Message>>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        // 1. Lock the sessions in id order (no deadlock between batches);
-        //    a lock granted after another node's commit returns that
-        //    commit's last_seq.
-        let mut sessions = HashMap::with_capacity(ids.len());
-        for r in sqlx::query(
-            "SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions \
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        {
-            sessions.insert(
-                SessionId(r.uuid("id")?),
-                LockedSession {
-                    status: SessionStatus::parse(&r.text("status")?)
-                        .ok_or_else(|| corrupt("session status"))?,
-                    user1: UserId(r.uuid("user1_id")?),
-                    user2: UserId(r.uuid("user2_id")?),
-                    last_seq: r.int("last_seq")?,
-                },
-            );
-        }
-
-        // 2. Messages already committed under the same keys (a client's
-        //    retry, possibly through another node).
-        let (key_sessions, key_ids): (Vec<Uuid>, Vec<&str>) = batch
-            .iter()
-            .filter(|m| sessions.contains_key(&m.session_id))
-            .map(|m| (m.session_id.0, m.client_msg_id.as_str()))
-            .unzip();
-        let mut existing = plan::Existing::new();
-        if !key_sessions.is_empty() {
-            for r in sqlx::query(&format!(
-                "SELECT {MESSAGE_COLS} FROM UNNEST($1::uuid[], $2::text[]) AS k (sid, cid) \
-                 CROSS JOIN LATERAL (SELECT {MESSAGE_COLS} FROM messages \
-                   WHERE session_id = k.sid AND client_msg_id = k.cid LIMIT 1) m"
-            ))
-            .bind(&key_sessions)
-            .bind(&key_ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
-            {
-                let m = records::message(&r)?;
-                existing
-                    .entry(m.session_id)
-                    .or_default()
-                    .insert(m.client_msg_id.clone(), m);
-            }
-        }
-
-        // 3. Decide, then write everything with one statement.
-        let plan = plan::plan_append(batch, &sessions, &existing);
-        if !plan.new.is_empty() {
-            let n = plan.new.len();
-            let mut id = Vec::with_capacity(n);
-            let mut session = Vec::with_capacity(n);
-            let mut sender = Vec::with_capacity(n);
-            let mut seq = Vec::with_capacity(n);
-            let mut content = Vec::with_capacity(n);
-            let mut client = Vec::with_capacity(n);
-            let mut created = Vec::with_capacity(n);
-            for m in &plan.new {
-                id.push(m.id.0);
-                session.push(m.session_id.0);
-                sender.push(m.sender_id.0);
-                seq.push(m.seq);
-                content.push(m.content.as_str());
-                client.push(m.client_msg_id.as_str());
-                created.push(m.created_at);
-            }
-            let (sids, seqs): (Vec<Uuid>, Vec<i64>) =
-                plan.last_seqs.iter().map(|(s, n)| (s.0, *n)).unzip();
-            // The sessions' new last_seq and the messages, in one round trip.
-            sqlx::query(
-                "WITH bump AS (\
-                   UPDATE chat_sessions AS s SET last_seq = u.last_seq \
-                   FROM UNNEST($8::uuid[], $9::int8[]) AS u (id, last_seq) \
-                   WHERE s.id = u.id) \
-                 INSERT INTO messages \
-                   (id, session_id, sender_id, seq, content, client_msg_id, created_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], \
-                                      $5::text[], $6::text[], $7::timestamptz[])",
-            )
-            .bind(&id)
-            .bind(&session)
-            .bind(&sender)
-            .bind(&seq)
-            .bind(&content)
-            .bind(&client)
-            .bind(&created)
-            .bind(&sids)
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(plan.results)
     }
 }
 
@@ -791,19 +672,28 @@ impl Store for PgStore {
         let mut ids: Vec<Uuid> = batch.iter().map(|m| m.session_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
-        // The statement reads stored keys before it waits for the session
-        // locks. A key another node committed meanwhile fails its insert
-        // (nothing was written) or leaves a `stale` answer (the rest was
-        // written); the transaction path reads the keys after the locks,
-        // and answers what was just written as stored messages.
-        match self.append_in_one_statement(batch, &ids).await {
-            Ok(Some(results)) => Ok(results),
-            Ok(None) => self.append_again(batch, &ids).await,
-            Err(e) if is_kind(&e, ErrorKind::UniqueViolation) => {
-                self.append_again(batch, &ids).await
+        // The statement reads stored keys from its snapshot, taken before
+        // it waits for the session locks. A key another node committed
+        // meanwhile fails its insert (nothing is written), or leaves a
+        // `stale` answer if the session also ended (the rest is written).
+        // Run again, the statement's new snapshot holds that key, and what
+        // the first run wrote is answered as stored messages.
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.append_in_one_statement(batch, &ids).await {
+                Ok(Some(results)) => return Ok(results),
+                Ok(None) => {}
+                Err(e) if is_kind(&e, ErrorKind::UniqueViolation) => {
+                    if attempt == APPEND_ATTEMPTS {
+                        return Err(db(e));
+                    }
+                }
+                Err(e) => return Err(db(e)),
             }
-            Err(e) => Err(db(e)),
+            metrics::counter!("io_message_commit_retries_total").increment(1);
         }
+        Err(StoreError::Unavailable(
+            "message batch kept racing other nodes for the same keys".into(),
+        ))
     }
 
     async fn messages_after(
