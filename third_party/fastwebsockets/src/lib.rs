@@ -677,7 +677,7 @@ impl ReadHalf {
 
     // Read the first two bytes
     while self.buffer.remaining() < 2 {
-      eof!(stream.read_buf(&mut self.buffer).await?);
+      eof!(read_more(&mut self.buffer, stream).await?);
     }
 
     let fin = self.buffer[0] & 0b10000000 != 0;
@@ -701,7 +701,7 @@ impl ReadHalf {
 
     self.buffer.advance(2);
     while self.buffer.remaining() < extra + masked as usize * 4 {
-      eof!(stream.read_buf(&mut self.buffer).await?);
+      eof!(read_more(&mut self.buffer, stream).await?);
     }
 
     let payload_len: usize = match extra {
@@ -741,9 +741,14 @@ impl ReadHalf {
     }
 
     // Reserve a bit more to try to get next frame header and avoid a syscall to read it next time
-    self.buffer.reserve(payload_len + MAX_HEADER_SIZE);
+    // IO: only when the payload is not all here yet (a frame read whole
+    // through the scratch buffer needs no second allocation).
+    if payload_len > self.buffer.remaining() {
+      self.buffer
+        .reserve(payload_len + MAX_HEADER_SIZE - self.buffer.remaining());
+    }
     while payload_len > self.buffer.remaining() {
-      eof!(stream.read_buf(&mut self.buffer).await?);
+      eof!(read_more(&mut self.buffer, stream).await?);
     }
 
     // if we read too much it will stay in the buffer, for the next call to this method
@@ -757,6 +762,46 @@ impl ReadHalf {
     let frame = Frame::new(fin, opcode, mask, Payload::Bytes(payload));
     Ok(frame)
   }
+}
+
+// IO: bytes arrive through a per-thread scratch buffer whenever the frame
+// buffer has little spare room, so one read takes a whole small frame (and
+// whatever follows it) while an idle socket, parked in this read, still holds
+// no buffer: a read that is not ready has taken no bytes, and the scratch is
+// only borrowed within one poll. Reading straight into the frame buffer would
+// take the first 64 bytes, then the rest: two reads per frame.
+const SCRATCH_BYTES: usize = 8192;
+
+thread_local! {
+  static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+    std::cell::RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
+}
+
+async fn read_more<S>(
+  buffer: &mut BytesMut,
+  stream: &mut S,
+) -> std::io::Result<usize>
+where
+  S: AsyncRead + Unpin,
+{
+  if buffer.capacity() - buffer.len() >= SCRATCH_BYTES {
+    return stream.read_buf(buffer).await;
+  }
+  std::future::poll_fn(|cx| {
+    SCRATCH.with(|scratch| {
+      let mut scratch = scratch.borrow_mut();
+      let mut read = tokio::io::ReadBuf::new(&mut scratch[..]);
+      match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+        std::task::Poll::Ready(Ok(())) => {
+          buffer.extend_from_slice(read.filled());
+          std::task::Poll::Ready(Ok(read.filled().len()))
+        }
+        std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+        std::task::Poll::Pending => std::task::Poll::Pending,
+      }
+    })
+  })
+  .await
 }
 
 impl WriteHalf {
