@@ -133,6 +133,10 @@ fn describe() {
         "Failed reads of the node's inbox stream."
     );
     describe_counter!(
+        "io_gateway_inbox_gaps_total",
+        "Inbox reads that found envelopes dropped unread at the stream's cap; each reconnects the node's sockets."
+    );
+    describe_counter!(
         "io_gateway_rerouted_total",
         "Events forwarded after presence turned out stale."
     );
@@ -261,6 +265,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
         for name in [
             "io_gateway_connects_total",
             "io_gateway_slow_consumer_closes_total",
+            "io_gateway_inbox_gaps_total",
             "io_gateway_frames_in_total",
             "io_gateway_frames_out_total",
             "io_gateway_bytes_in_total",

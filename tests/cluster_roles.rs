@@ -1,8 +1,9 @@
 //! The cluster as it runs in production: `io gateway` ×2, `io api` and
 //! `io matcher` processes against the machine's Postgres and Redis. Users
 //! on different nodes chat, a user's tabs on two nodes each get every
-//! event, a killed gateway loses no acknowledged message, and a killed or
-//! paused matcher leader is replaced.
+//! event, a killed gateway loses no acknowledged message, a gateway that
+//! fell further behind its inbox than the inbox keeps reconnects its
+//! sockets, and a killed or paused matcher leader is replaced.
 
 mod common;
 
@@ -266,6 +267,69 @@ async fn a_killed_gateway_loses_no_acknowledged_message() {
             .map(|s| s.starts_with('m') || s == "back"),
         Some(true)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_behind_its_inbox_cap_reconnects_its_sockets() {
+    let c = Cluster::new().await;
+    let g = c.spawn("gateway", "gw-gap").await;
+    let alice = make_user(c.db.store.as_ref(), &c.tokens, Gender::Dude).await;
+    let (mut a, _) = Ws::join(&g.ws(), &alice.token).await;
+
+    // While the node is paused, more envelopes than its inbox keeps arrive
+    // (for nobody here, and past re-routing): it cannot have read the oldest.
+    g.signal("STOP");
+    let redis =
+        std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let inbox = format!("{}:{{n:gw-gap}}:inbox", c.prefix);
+    let envelope = json!({
+        "to": uuid::Uuid::new_v4(), "at_ms": 0, "hops": 1, "frame": "{}"
+    })
+    .to_string();
+    for _ in 0..(io_bus::INBOX_CAP + 5_000) / 5_000 {
+        let mut pipe = redis::pipe();
+        for _ in 0..5_000 {
+            pipe.cmd("XADD")
+                .arg(&inbox)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(io_bus::INBOX_CAP)
+                .arg("*")
+                .arg("e")
+                .arg(&envelope)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    g.signal("CONT");
+
+    // The node finds the gap and closes its sockets with 1012, so clients
+    // reconnect and catch up from the store.
+    assert_eq!(a.expect_close().await, 1012);
+    let metrics = g.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("io_gateway_inbox_gaps_total") && l.ends_with(" 1")),
+        "one gap counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("inbox"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The node itself goes on: the same user joins it again.
+    let (_a, hello) = Ws::join(&g.ws(), &alice.token).await;
+    assert_eq!(hello["node"], "gw-gap");
+    let _ = redis::cmd("DEL")
+        .arg(&inbox)
+        .query_async::<()>(&mut conn)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

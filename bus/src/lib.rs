@@ -124,7 +124,7 @@ pub(crate) fn millis_at_least_one(d: std::time::Duration) -> u64 {
 /// How many envelopes an inbox keeps: a node that stops reading for long
 /// loses the oldest rather than filling memory. Its users reconnect and fill
 /// gaps from the store.
-pub(crate) const INBOX_CAP: usize = 100_000;
+pub const INBOX_CAP: usize = 100_000;
 
 /// How many queue changes the log keeps; a follower further behind than this
 /// must take a new snapshot.

@@ -50,6 +50,8 @@ struct Inbox {
     entries: VecDeque<(u64, Envelope)>,
     /// Woken on every append; shared so a reader can wait without the lock.
     arrived: Arc<Notify>,
+    /// The id of the newest entry dropped at the cap (0: none).
+    dropped_through: u64,
 }
 
 #[derive(Default)]
@@ -134,7 +136,9 @@ impl Bus for MemoryBus {
             let inbox = inboxes.by_node.entry(node.clone()).or_default();
             inbox.entries.push_back((id, envelope.clone()));
             if inbox.entries.len() > INBOX_CAP {
-                inbox.entries.pop_front();
+                if let Some((dropped, _)) = inbox.entries.pop_front() {
+                    inbox.dropped_through = dropped;
+                }
             }
             inbox.arrived.notify_waiters();
         }
@@ -152,17 +156,20 @@ impl Bus for MemoryBus {
         loop {
             let arrived = {
                 let mut inboxes = lock(&self.inboxes);
-                if cursor.0 == InboxCursor::latest().0 {
-                    cursor.0 = inboxes.last_id.to_string();
+                if cursor.is_latest() {
+                    cursor.position = inboxes.last_id.to_string();
                 }
-                let after = parse_position(&cursor.0, "an inbox cursor")?;
+                let after = parse_position(&cursor.position, "an inbox cursor")?;
                 let inbox = inboxes.by_node.entry(node.clone()).or_default();
                 let start = inbox.entries.partition_point(|(id, _)| *id <= after);
                 if start < inbox.entries.len() {
+                    if after < inbox.dropped_through {
+                        cursor.gaps += 1;
+                    }
                     let mut envelopes = Vec::new();
                     for (id, envelope) in inbox.entries.range(start..).take(max.max(1)) {
                         envelopes.push(envelope.clone());
-                        cursor.0 = id.to_string();
+                        cursor.position = id.to_string();
                     }
                     return Ok(envelopes);
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::FutureExt;
-use io_bus::{MemoryBus, RedisBus};
+use io_bus::{MemoryBus, RedisBus, INBOX_CAP};
 use io_domain::model::{ConnRef, Envelope, QueueChange, QueueEntry};
 use io_domain::ports::{Bus, BusError, InboxCursor};
 use io_domain::types::{FencingToken, Gender, NodeId, Seeking, UserId};
@@ -160,6 +160,7 @@ contract_tests!(
     ping_answers,
     publish_reaches_each_node_in_order,
     inbox_cursor_misses_nothing_and_repeats_nothing,
+    a_reader_behind_the_cap_is_told_of_its_gap,
     latest_cursor_keeps_its_place_after_an_empty_read,
     blocking_read_wakes_on_publish,
     dropped_inbox_loses_pending_envelopes_only,
@@ -283,6 +284,50 @@ async fn inbox_cursor_misses_nothing_and_repeats_nothing(bus: SharedBus) {
         received.extend(more);
     }
     assert_eq!(received, sent);
+    assert_eq!(cursor.gaps, 0, "a reader that keeps up sees no gap");
+}
+
+async fn a_reader_behind_the_cap_is_told_of_its_gap(bus: SharedBus) {
+    let a = node("gw-a");
+    let mut cursor = InboxCursor::latest();
+    assert!(drain(&bus, &a, &mut cursor).await.is_empty());
+    // More than the cap (Redis trims whole stream nodes, so well over it),
+    // none of it read.
+    let total = INBOX_CAP + 2_000;
+    for first in (0..total).step_by(1_000) {
+        let batch: Vec<_> = (first..(first + 1_000).min(total))
+            .map(|n| (a.clone(), envelope(n as u32)))
+            .collect();
+        bus.publish(&batch).await.expect("publish");
+    }
+    let first = drain(&bus, &a, &mut cursor).await;
+    assert_eq!(
+        cursor.gaps, 1,
+        "the read after the dropped envelopes counts one gap"
+    );
+    assert_eq!(first.len(), 1_000);
+    assert!(
+        first[0].at_ms > envelope(0).at_ms,
+        "the oldest envelopes are the ones dropped"
+    );
+    // What was left may be skipped (its sockets are being reconnected), but
+    // reading goes on: nothing seen twice, no second gap, and what comes
+    // next is read.
+    let mut rest = Vec::new();
+    loop {
+        let more = drain(&bus, &a, &mut cursor).await;
+        if more.is_empty() {
+            break;
+        }
+        rest.extend(more);
+    }
+    assert!(rest.len() < total - first.len());
+    assert!(rest.iter().all(|e| e.at_ms > first[first.len() - 1].at_ms));
+    bus.publish(&[(a.clone(), envelope(7))])
+        .await
+        .expect("publish");
+    assert_eq!(drain(&bus, &a, &mut cursor).await, vec![envelope_like(7)]);
+    assert_eq!(cursor.gaps, 1, "reads after the gap find none");
 }
 
 async fn latest_cursor_keeps_its_place_after_an_empty_read(bus: SharedBus) {

@@ -244,14 +244,29 @@ pub enum BusError {
 
 pub type BusResult<T> = Result<T, BusError>;
 
-/// Where a node's inbox reader stands; opaque to callers.
+/// Where a node's inbox reader stands. `position` is the bus's own and
+/// opaque to callers; `gaps` tells a reader it fell behind so far that the
+/// inbox dropped envelopes (at its length cap) before it read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboxCursor(pub String);
+pub struct InboxCursor {
+    /// The last entry read; `$` before the first read from [`latest`](Self::latest).
+    pub position: String,
+    /// How many reads found such a gap before the envelopes they returned.
+    pub gaps: u64,
+}
 
 impl InboxCursor {
     /// Read only what arrives from now on.
     pub fn latest() -> Self {
-        InboxCursor("$".into())
+        InboxCursor {
+            position: "$".into(),
+            gaps: 0,
+        }
+    }
+
+    /// Not yet pinned to a position (the first read does that).
+    pub fn is_latest(&self) -> bool {
+        self.position == "$"
     }
 }
 
@@ -273,7 +288,10 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, batch: &[(NodeId, Envelope)]) -> BusResult<()>;
 
     /// Read the next envelopes of `node`'s inbox after `cursor`, waiting up
-    /// to `block` for one; advances the cursor.
+    /// to `block` for one; advances the cursor. When envelopes after the
+    /// cursor were dropped unread (the inbox is capped), the read counts a
+    /// gap in `cursor.gaps`; it may then skip what is left unread, as its
+    /// reader reconnects every socket anyway.
     async fn read_inbox(
         &self,
         node: &NodeId,

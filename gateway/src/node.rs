@@ -13,7 +13,7 @@ use io_protocol::{encode, OnlineCountData, ServerEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{now_ms, CLOSE_GOING_AWAY, CLOSE_SHUTTING_DOWN};
-use crate::registry::Out;
+use crate::registry::{Handle, Out};
 use crate::Inner;
 
 pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
@@ -38,6 +38,7 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
     let bus = inner.chat.bus().clone();
     let node = inner.config.node.clone();
     let mut cursor = InboxCursor::latest();
+    let mut gaps = 0;
     let mut backoff = Duration::from_millis(100);
     metrics::gauge!("io_gateway_bus_up").set(1.0);
     loop {
@@ -52,6 +53,10 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
                     metrics::gauge!("io_gateway_bus_up").set(1.0);
                 }
                 backoff = Duration::from_millis(100);
+                if cursor.gaps > gaps {
+                    gaps = cursor.gaps;
+                    inbox_gap(&inner);
+                }
                 if let Some(last) = envelopes.last() {
                     let lag = (chrono::Utc::now().timestamp_millis() - last.at_ms).max(0);
                     metrics::gauge!("io_gateway_inbox_lag_seconds").set(lag as f64 / 1000.0);
@@ -81,6 +86,39 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// The inbox dropped envelopes before this node read them (it fell further
+/// behind than the inbox's cap): some of its users missed events, and the
+/// node cannot tell which. Every socket open now is closed with 1012, paced
+/// like a drain, so its client reconnects and catches up from the store
+/// (`connected.session`, then the message history).
+fn inbox_gap(inner: &Arc<Inner>) {
+    metrics::counter!("io_gateway_inbox_gaps_total").increment(1);
+    let sockets = inner.registry.all();
+    tracing::error!(
+        sockets = sockets.len(),
+        "the inbox dropped envelopes this node had not read; reconnecting its sockets"
+    );
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + inner.config.drain_timeout;
+        close_paced(&inner, &sockets, deadline).await;
+    });
+}
+
+/// Close `sockets` with 1012, `drain_batch` at a time with `drain_pause`
+/// between batches, until `deadline`.
+async fn close_paced(inner: &Inner, sockets: &[Handle], deadline: tokio::time::Instant) {
+    for batch in sockets.chunks(inner.config.drain_batch.max(1)) {
+        for socket in batch {
+            socket.control.close(CLOSE_SHUTTING_DOWN);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(inner.config.drain_pause).await;
     }
 }
 
@@ -285,15 +323,7 @@ async fn drain(inner: &Inner) {
     let sockets = inner.registry.all();
     tracing::info!(sockets = sockets.len(), "draining");
     let deadline = tokio::time::Instant::now() + inner.config.drain_timeout;
-    for batch in sockets.chunks(inner.config.drain_batch.max(1)) {
-        for socket in batch {
-            socket.control.close(CLOSE_SHUTTING_DOWN);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(inner.config.drain_pause).await;
-    }
+    close_paced(inner, &sockets, deadline).await;
     while !inner.registry.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -16,7 +16,7 @@ use io_domain::types::{FencingToken, Gender, NodeId, UserId};
 use io_protocol::WaitingCounts;
 use metrics::{counter, histogram};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Pipeline, RedisError};
 
 use crate::{millis_at_least_one, now_ms, queue_log_trimmed, INBOX_CAP, QUEUE_LOG_CAP};
@@ -258,23 +258,54 @@ impl RedisBus {
         Ok(stream_entries(reply))
     }
 
-    /// The id of the newest entry of a stream, `0-0` if it is empty or absent.
-    async fn last_stream_id(&self, key: &str) -> BusResult<String> {
-        let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+    /// Where a stream stands, from `XINFO STREAM` (one command, so its
+    /// figures agree); an absent stream is an empty one.
+    async fn stream_state(&self, key: &str) -> BusResult<StreamState> {
+        let info: redis::Value = match redis::cmd("XINFO")
+            .arg("STREAM")
             .arg(key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
             .query_async(&mut self.conn())
             .await
-            .bus()?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .next()
-            .map(|e| e.id)
-            .unwrap_or_else(|| "0-0".into()))
+        {
+            Ok(info) => info,
+            Err(e) if e.to_string().contains("no such key") => return Ok(StreamState::default()),
+            Err(e) => return Err(e).bus(),
+        };
+        let fields: Vec<(redis::Value, redis::Value)> = match info {
+            redis::Value::Map(pairs) => pairs,
+            redis::Value::Array(items) => {
+                let mut items = items.into_iter();
+                std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+            }
+            other => {
+                return Err(BusError::Corrupt(format!(
+                    "XINFO STREAM answered {other:?}"
+                )))
+            }
+        };
+        let mut state = StreamState::default();
+        for (name, value) in fields {
+            let Ok(name) = redis::from_redis_value::<String>(&name) else {
+                continue;
+            };
+            match name.as_str() {
+                "length" => state.length = redis::from_redis_value(&value).unwrap_or(0),
+                "entries-added" => state.added = redis::from_redis_value(&value).ok(),
+                "last-generated-id" => {
+                    state.last = redis::from_redis_value(&value).unwrap_or_else(|_| "0-0".into())
+                }
+                "first-entry" => {
+                    state.first = match value {
+                        redis::Value::Array(entry) => entry
+                            .first()
+                            .and_then(|id| redis::from_redis_value::<String>(id).ok()),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
     }
 
     /// Queue a presence entry for one user on one node: its score and a key
@@ -304,6 +335,70 @@ impl RedisBus {
                 )
                 .is_ok()
     }
+}
+
+/// What `XINFO STREAM` says of an inbox.
+#[derive(Debug)]
+struct StreamState {
+    last: String,
+    /// Entries ever added (Redis 7; `None` on older servers).
+    added: Option<u64>,
+    length: u64,
+    first: Option<String>,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        StreamState {
+            last: "0-0".into(),
+            added: Some(0),
+            length: 0,
+            first: None,
+        }
+    }
+}
+
+impl StreamState {
+    /// An inbox position at the end of the stream: `<id>;<entries added up
+    /// to it>`, or the id alone where the count is unknown.
+    fn position(&self) -> String {
+        match self.added {
+            Some(n) => format!("{};{n}", self.last),
+            None => self.last.clone(),
+        }
+    }
+
+    /// Whether entries after `after` were trimmed before they were read,
+    /// `passed` being how many the stream had taken up to `after` plus how
+    /// many were just read after it. Every entry still there is newer than
+    /// `after` once the first one is; those ever added after it, less the
+    /// ones still there and the ones just read (which may have been trimmed
+    /// since, harmlessly), were lost.
+    fn trimmed_unread(&self, after: &str, passed: Option<u64>) -> bool {
+        let (Some(added), Some(passed)) = (self.added, passed) else {
+            return false;
+        };
+        let newer = match (self.first.as_deref().and_then(stream_id), stream_id(after)) {
+            (Some(first), Some(after)) => first > after,
+            _ => false,
+        };
+        newer && added > passed + self.length
+    }
+}
+
+/// An inbox position: the stream id read last and, after a `;`, how many
+/// entries the stream had taken up to it (absent: unknown).
+fn split_position(position: &str) -> (&str, Option<u64>) {
+    match position.split_once(';') {
+        Some((id, n)) => (id, n.parse().ok()),
+        None => (position, None),
+    }
+}
+
+/// A stream id `<ms>-<seq>` as a pair that orders like the ids do.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 fn stream_entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
@@ -367,12 +462,28 @@ impl Bus for RedisBus {
     ) -> BusResult<Vec<Envelope>> {
         self.observe("read_inbox", OpKind::Blocking, async {
             let key = self.keys.inbox(node);
-            if cursor.0 == InboxCursor::latest().0 {
+            if cursor.is_latest() {
                 // Pin "now" to a real id, so a first read that times out
                 // still leaves a cursor that misses nothing afterwards.
-                cursor.0 = self.last_stream_id(&key).await?;
+                cursor.position = self.stream_state(&key).await?.position();
             }
-            let entries = self.xread(&key, &cursor.0, max, block).await?;
+            let (after, passed) = split_position(&cursor.position);
+            let after = after.to_owned();
+            let entries = self.xread(&key, &after, max, block).await?;
+            let passed = passed.map(|n| n + entries.len() as u64);
+            // Only a reader that is behind gets a full read, and only one
+            // that is behind can have had entries trimmed before it read them.
+            let mut resumed_at = None;
+            if entries.len() >= max.max(1) {
+                let state = self.stream_state(&key).await?;
+                if state.trimmed_unread(&after, passed) {
+                    cursor.gaps += 1;
+                    // What is left unread goes to sockets the node is about
+                    // to reconnect; go on from the end, counting afresh.
+                    resumed_at = Some(state.position());
+                }
+            }
+            let mut last = after;
             let mut envelopes = Vec::with_capacity(entries.len());
             for entry in entries {
                 // A bad entry is skipped, not returned as an error: the
@@ -388,8 +499,13 @@ impl Bus for RedisBus {
                         tracing::error!(id = %entry.id, "skipping inbox entry without an envelope");
                     }
                 }
-                cursor.0 = entry.id;
+                last = entry.id;
             }
+            cursor.position = match (resumed_at, passed) {
+                (Some(end), _) => end,
+                (None, Some(n)) => format!("{last};{n}"),
+                (None, None) => last,
+            };
             Ok(envelopes)
         })
         .await
