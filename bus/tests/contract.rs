@@ -161,6 +161,7 @@ contract_tests!(
     publish_reaches_each_node_in_order,
     inbox_cursor_misses_nothing_and_repeats_nothing,
     a_reader_behind_the_cap_is_told_of_its_gap,
+    a_reader_just_past_the_cap_is_told_of_its_gap,
     latest_cursor_keeps_its_place_after_an_empty_read,
     blocking_read_wakes_on_publish,
     dropped_inbox_loses_pending_envelopes_only,
@@ -285,6 +286,25 @@ async fn inbox_cursor_misses_nothing_and_repeats_nothing(bus: SharedBus) {
     }
     assert_eq!(received, sent);
     assert_eq!(cursor.gaps, 0, "a reader that keeps up sees no gap");
+}
+
+async fn a_reader_just_past_the_cap_is_told_of_its_gap(bus: SharedBus) {
+    // Fewer envelopes lost than one read takes: still a gap.
+    let a = node("gw-a");
+    let mut cursor = InboxCursor::latest();
+    assert!(drain(&bus, &a, &mut cursor).await.is_empty());
+    let total = INBOX_CAP + 300;
+    for first in (0..total).step_by(1_000) {
+        let batch: Vec<_> = (first..(first + 1_000).min(total))
+            .map(|n| (a.clone(), envelope(n as u32)))
+            .collect();
+        bus.publish(&batch).await.expect("publish");
+    }
+    let first = drain(&bus, &a, &mut cursor).await;
+    assert_eq!(first.len(), 1_000);
+    let dropped = (first[0].at_ms - envelope(0).at_ms) as usize;
+    assert!(dropped > 0 && dropped <= 300, "dropped {dropped}");
+    assert_eq!(cursor.gaps, 1, "{dropped} dropped unread: one gap");
 }
 
 async fn a_reader_behind_the_cap_is_told_of_its_gap(bus: SharedBus) {

@@ -109,7 +109,8 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     metrics::counter!("io_gateway_disconnects_total", "reason" => reason).increment(1);
 
     if inner.registry.remove(user, id) {
-        Box::pin(crate::node::user_left(&inner, user)).await;
+        let moved = server_code == CLOSE_SHUTTING_DOWN;
+        Box::pin(crate::node::user_left(&inner, user, moved)).await;
     }
     drop(handle);
     let _ = writer.await;

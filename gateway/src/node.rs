@@ -109,9 +109,10 @@ fn inbox_gap(inner: &Arc<Inner>) {
 }
 
 /// Close `sockets` with 1012, `drain_batch` at a time with `drain_pause`
-/// between batches, until `deadline`.
+/// between batches; whatever is left at `deadline` is closed at once.
 async fn close_paced(inner: &Inner, sockets: &[Handle], deadline: tokio::time::Instant) {
-    for batch in sockets.chunks(inner.config.drain_batch.max(1)) {
+    let mut batches = sockets.chunks(inner.config.drain_batch.max(1));
+    for batch in batches.by_ref() {
         for socket in batch {
             socket.control.close(CLOSE_SHUTTING_DOWN);
         }
@@ -119,6 +120,9 @@ async fn close_paced(inner: &Inner, sockets: &[Handle], deadline: tokio::time::I
             break;
         }
         tokio::time::sleep(inner.config.drain_pause).await;
+    }
+    for socket in batches.flatten() {
+        socket.control.close(CLOSE_SHUTTING_DOWN);
     }
 }
 
@@ -286,13 +290,14 @@ pub(crate) async fn user_arrived(inner: &Inner, user: UserId, active: Option<(Se
 }
 
 /// The user's last socket on this node closed.
-pub(crate) async fn user_left(inner: &Inner, user: UserId) {
+pub(crate) async fn user_left(inner: &Inner, user: UserId, moved: bool) {
     let bus = inner.chat.bus();
     if let Err(e) = bus.presence_remove(&inner.config.node, user).await {
         tracing::warn!(error = %e, "presence remove failed; it will expire");
     }
-    if inner.draining.load(Ordering::Relaxed) {
-        // The user is being moved to another node, not leaving.
+    if moved || inner.draining.load(Ordering::Relaxed) {
+        // The node closed the socket with 1012 (a drain, or an inbox gap):
+        // the user is reconnecting, not leaving.
         return;
     }
     let gone = matches!(bus.nodes_of(&[user]).await, Ok(n) if n.iter().all(|n| n.is_empty()));

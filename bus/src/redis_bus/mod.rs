@@ -305,6 +305,15 @@ impl RedisBus {
                 _ => {}
             }
         }
+        if state.added.is_none() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "Redis does not report a stream's entries-added (it is older than 7.0): \
+                     a node that falls behind its inbox's cap cannot tell"
+                )
+            });
+        }
         Ok(state)
     }
 
@@ -368,21 +377,34 @@ impl StreamState {
         }
     }
 
-    /// Whether entries after `after` were trimmed before they were read,
-    /// `passed` being how many the stream had taken up to `after` plus how
-    /// many were just read after it. Every entry still there is newer than
-    /// `after` once the first one is; those ever added after it, less the
-    /// ones still there and the ones just read (which may have been trimmed
-    /// since, harmlessly), were lost.
-    fn trimmed_unread(&self, after: &str, passed: Option<u64>) -> bool {
-        let (Some(added), Some(passed)) = (self.added, passed) else {
+    /// Whether entries after `after` were lost unread: trimmed at the cap,
+    /// or gone with the whole stream (its count went back: Redis lost its
+    /// data, or the stream was deleted). `before` is how many entries the
+    /// stream had taken up to `after`; `read` is what was just read after
+    /// it, some of which may have been trimmed since, harmlessly. Once the
+    /// oldest entry left is newer than `after`, every entry still there was
+    /// added after it; those added after it and neither still there nor
+    /// just read and trimmed since were lost.
+    fn lost_unread(&self, after: &str, before: Option<u64>, read: &[StreamId]) -> bool {
+        let (Some(added), Some(before)) = (self.added, before) else {
             return false;
         };
-        let newer = match (self.first.as_deref().and_then(stream_id), stream_id(after)) {
-            (Some(first), Some(after)) => first > after,
-            _ => false,
+        if added < before {
+            return true;
+        }
+        let (Some(first), Some(after)) =
+            (self.first.as_deref().and_then(stream_id), stream_id(after))
+        else {
+            return false;
         };
-        newer && added > passed + self.length
+        if first <= after {
+            return false;
+        }
+        let read_gone = read
+            .iter()
+            .filter(|e| stream_id(&e.id).is_some_and(|id| id < first))
+            .count() as u64;
+        added - self.length > before + read_gone
     }
 }
 
@@ -467,16 +489,16 @@ impl Bus for RedisBus {
                 // still leaves a cursor that misses nothing afterwards.
                 cursor.position = self.stream_state(&key).await?.position();
             }
-            let (after, passed) = split_position(&cursor.position);
+            let (after, before) = split_position(&cursor.position);
             let after = after.to_owned();
             let entries = self.xread(&key, &after, max, block).await?;
-            let passed = passed.map(|n| n + entries.len() as u64);
+            let passed = before.map(|n| n + entries.len() as u64);
             // Only a reader that is behind gets a full read, and only one
             // that is behind can have had entries trimmed before it read them.
             let mut resumed_at = None;
             if entries.len() >= max.max(1) {
                 let state = self.stream_state(&key).await?;
-                if state.trimmed_unread(&after, passed) {
+                if state.lost_unread(&after, before, &entries) {
                     cursor.gaps += 1;
                     // What is left unread goes to sockets the node is about
                     // to reconnect; go on from the end, counting afresh.

@@ -747,8 +747,9 @@ impl ReadHalf {
       self.buffer
         .reserve(payload_len + MAX_HEADER_SIZE - self.buffer.remaining());
     }
+    // IO: straight into the room reserved above, no scratch copy.
     while payload_len > self.buffer.remaining() {
-      eof!(read_more(&mut self.buffer, stream).await?);
+      eof!(stream.read_buf(&mut self.buffer).await?);
     }
 
     // if we read too much it will stay in the buffer, for the next call to this method
