@@ -288,18 +288,24 @@ async fn inbox_cursor_misses_nothing_and_repeats_nothing(bus: SharedBus) {
     assert_eq!(cursor.gaps, 0, "a reader that keeps up sees no gap");
 }
 
-async fn a_reader_just_past_the_cap_is_told_of_its_gap(bus: SharedBus) {
-    // Fewer envelopes lost than one read takes: still a gap.
-    let a = node("gw-a");
+/// A cursor at the end of `at`'s inbox, then `total` envelopes published
+/// there (`envelope(0)` first) and none of them read.
+async fn fall_behind(bus: &SharedBus, at: &NodeId, total: usize) -> InboxCursor {
     let mut cursor = InboxCursor::latest();
-    assert!(drain(&bus, &a, &mut cursor).await.is_empty());
-    let total = INBOX_CAP + 300;
+    assert!(drain(bus, at, &mut cursor).await.is_empty());
     for first in (0..total).step_by(1_000) {
         let batch: Vec<_> = (first..(first + 1_000).min(total))
-            .map(|n| (a.clone(), envelope(n as u32)))
+            .map(|n| (at.clone(), envelope(n as u32)))
             .collect();
         bus.publish(&batch).await.expect("publish");
     }
+    cursor
+}
+
+async fn a_reader_just_past_the_cap_is_told_of_its_gap(bus: SharedBus) {
+    // Fewer envelopes lost than one read takes: still a gap.
+    let a = node("gw-a");
+    let mut cursor = fall_behind(&bus, &a, INBOX_CAP + 300).await;
     let first = drain(&bus, &a, &mut cursor).await;
     assert_eq!(first.len(), 1_000);
     let dropped = (first[0].at_ms - envelope(0).at_ms) as usize;
@@ -309,17 +315,8 @@ async fn a_reader_just_past_the_cap_is_told_of_its_gap(bus: SharedBus) {
 
 async fn a_reader_behind_the_cap_is_told_of_its_gap(bus: SharedBus) {
     let a = node("gw-a");
-    let mut cursor = InboxCursor::latest();
-    assert!(drain(&bus, &a, &mut cursor).await.is_empty());
-    // More than the cap (Redis trims whole stream nodes, so well over it),
-    // none of it read.
     let total = INBOX_CAP + 2_000;
-    for first in (0..total).step_by(1_000) {
-        let batch: Vec<_> = (first..(first + 1_000).min(total))
-            .map(|n| (a.clone(), envelope(n as u32)))
-            .collect();
-        bus.publish(&batch).await.expect("publish");
-    }
+    let mut cursor = fall_behind(&bus, &a, total).await;
     let first = drain(&bus, &a, &mut cursor).await;
     assert_eq!(
         cursor.gaps, 1,
