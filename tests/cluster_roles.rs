@@ -62,6 +62,10 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+fn redis_url() -> String {
+    std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 struct Cluster {
     db: io_store::testing::TestDb,
     prefix: String,
@@ -80,8 +84,6 @@ impl Cluster {
     async fn spawn(&self, role: &str, name: &str) -> Proc {
         let http = free_addr();
         let metrics = free_addr();
-        let redis =
-            std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let child = Command::new(env!("CARGO_BIN_EXE_io"))
             .arg(role)
             .env_clear()
@@ -89,7 +91,7 @@ impl Cluster {
             .env("IO_HTTP_ADDR", http.to_string())
             .env("IO_METRICS_ADDR", metrics.to_string())
             .env("IO_DATABASE_URL", &self.db.url)
-            .env("IO_REDIS_URL", redis)
+            .env("IO_REDIS_URL", redis_url())
             .env("IO_REDIS_PREFIX", &self.prefix)
             .env("IO_JWT_SECRET", SECRET)
             .env("IO_NODE_ID", name)
@@ -279,9 +281,7 @@ async fn a_gateway_behind_its_inbox_cap_reconnects_its_sockets() {
     // While the node is paused, more envelopes than its inbox keeps arrive
     // (for nobody here, and past re-routing): it cannot have read the oldest.
     g.signal("STOP");
-    let redis =
-        std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut conn = redis::Client::open(redis)
+    let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

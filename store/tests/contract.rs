@@ -483,10 +483,7 @@ async fn postgres_a_key_committed_while_a_batch_waits_is_answered_once() -> Resu
     // written message "k" as seq 1.
     let raw = sqlx::PgPool::connect(&db.url).await?;
     let mut other = raw.begin().await?;
-    sqlx::query("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE")
-        .bind(session.0)
-        .execute(&mut *other)
-        .await?;
+    lock_session(&mut other, session).await?;
     let theirs = store_first_message(&mut other, session, a, "k").await?;
     sqlx::query("UPDATE chat_sessions SET last_seq = 1 WHERE id = $1")
         .bind(session.0)
@@ -535,10 +532,7 @@ async fn postgres_a_key_committed_before_a_concurrent_end_is_answered() -> Resul
 
     let raw = sqlx::PgPool::connect(&db.url).await?;
     let mut holder = raw.begin().await?;
-    sqlx::query("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE")
-        .bind(first.0)
-        .execute(&mut *holder)
-        .await?;
+    lock_session(&mut holder, first).await?;
     let batch = [
         msg(first, first_sender, "mine"),
         msg(last, last_sender, "k"),
@@ -570,6 +564,19 @@ async fn postgres_a_key_committed_before_a_concurrent_end_is_answered() -> Resul
         "the retry gets the message stored before the end: {retry:?}"
     );
     ensure!(seqs(&store(&db).messages_after(first, 0, 10).await?) == [1]);
+    Ok(())
+}
+
+/// Another node's transaction takes the session's row lock, as its group
+/// commit would.
+async fn lock_session(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    session: SessionId,
+) -> Result<()> {
+    sqlx::query("SELECT 1 FROM chat_sessions WHERE id = $1 FOR UPDATE")
+        .bind(session.0)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
