@@ -112,6 +112,18 @@ async fn story(app: App) {
         .get(&format!("/api/chat/sessions/{session_id}/messages?after=1"))
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    // A key the partner already used is refused, and says so.
+    let (status, taken) = bob_rest
+        .post(
+            "/api/chat/send-message",
+            json!({"sessionId": session_id, "content": "mine too", "clientMsgId": "a-1"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{taken}");
+    assert_eq!(
+        taken["error"]["message"], "clientMsgId already used in this session",
+        "{taken}"
+    );
 
     // Typing goes to the partner only.
     a.send("typing_start", json!({"sessionId": session_id}), None)
@@ -201,6 +213,17 @@ async fn story(app: App) {
         )
         .await;
     assert_eq!(status, 409);
+    // So is typing: a former partner hears nothing more.
+    a.send(
+        "typing_start",
+        json!({"sessionId": session_id}),
+        Some("t-late"),
+    )
+    .await;
+    let late = a.next_frame().await;
+    assert_eq!(late["ref"], "t-late", "{late}");
+    assert_eq!(late["data"]["code"], "CONFLICT", "{late}");
+    b.expect_silence(Duration::from_millis(300)).await;
 
     // Both rate, once each, 1–4.
     a.send(

@@ -28,7 +28,7 @@
 //!   the store is down.
 //! - **Errors** are `{"error": {code, message, field?}}` for everything
 //!   under `/api`, including what axum itself rejects (bad JSON 400, wrong
-//!   content type 415, body over 16 KiB 413, unknown route 404, wrong method
+//!   content type 415, body over 64 KiB 413, unknown route 404, wrong method
 //!   405). Bodies are strict: unknown fields are `VALIDATION_ERROR` naming
 //!   the field. A malformed UUID is 400 naming the field; a session that is
 //!   not yours is 404.
@@ -78,8 +78,10 @@ mod mail;
 mod user_routes;
 mod web;
 
-/// Largest request body anywhere under `/api`.
-pub const BODY_LIMIT: usize = 16 * 1024;
+/// Largest request body anywhere under `/api`: the WebSocket's frame limit.
+/// A 2000-character message of emoji written as JSON `\u` escapes (12 bytes
+/// each) must fit, whatever the client's JSON encoder does.
+pub const BODY_LIMIT: usize = 64 * 1024;
 /// How often idle rate-limit keys are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 

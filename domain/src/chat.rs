@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use io_protocol::*;
@@ -60,10 +61,17 @@ pub struct Chat {
     /// Participants never change, so a session's pair is cached to keep
     /// membership checks of hot events (typing) off the database.
     participants: Mutex<HashMap<SessionId, (UserId, UserId)>>,
+    /// Whether a session is active, as this node last read it: `Some(t)`
+    /// active as of `t`, `None` ended (for good). Keeps typing events, which
+    /// the store never sees, from reaching a former partner.
+    activity: Mutex<HashMap<SessionId, Option<Instant>>>,
 }
 
 impl Chat {
     const PARTICIPANT_CACHE: usize = 200_000;
+    /// How long a session read as active counts as active for typing. An
+    /// end on this node is seen at once; one on another node within this.
+    const ACTIVE_RECHECK: Duration = Duration::from_secs(5);
     /// Session views one [`Chat::arrivals`] call builds at once.
     const ARRIVAL_VIEWS_AT_ONCE: usize = 8;
 
@@ -77,6 +85,7 @@ impl Chat {
             bus,
             limiters: ChatLimiters::new(limits),
             participants: Mutex::new(HashMap::new()),
+            activity: Mutex::new(HashMap::new()),
         })
     }
 
@@ -140,6 +149,39 @@ impl Chat {
             (_, true) => Ok(a),
             _ => Err(ChatError::NotFound),
         }
+    }
+
+    /// `CONFLICT` unless session `id` (of `me`) is active, reading the
+    /// store at most every [`Self::ACTIVE_RECHECK`] per session.
+    async fn ensure_active(&self, me: UserId, id: SessionId) -> ChatResult<()> {
+        let known = self
+            .activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        let active = match known {
+            Some(Some(at)) if at.elapsed() < Self::ACTIVE_RECHECK => true,
+            Some(None) => false,
+            _ => {
+                let active = self.my_session(me, id).await?.status == SessionStatus::Active;
+                self.note_activity(id, active);
+                active
+            }
+        };
+        if active {
+            Ok(())
+        } else {
+            Err(ChatError::Conflict("the session is not active"))
+        }
+    }
+
+    fn note_activity(&self, id: SessionId, active: bool) {
+        let mut known = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= Self::PARTICIPANT_CACHE {
+            known.clear();
+        }
+        known.insert(id, active.then(Instant::now));
     }
 
     async fn notify(&self, deliveries: Vec<Delivery>, skip: Option<ConnRef>) -> ChatResult<()> {
@@ -458,12 +500,9 @@ impl Chat {
         let chat = self.clone();
         let actor = actor.clone();
         Ok(async move {
-            let stored = committed.await.map_err(|e| match e {
-                crate::ports::StoreError::Conflict(_) => {
-                    ChatError::Conflict("the session is not active")
-                }
-                other => other.into(),
-            })?;
+            // A conflict says why: the session ended, or the clientMsgId is
+            // another sender's.
+            let stored = committed.await.map_err(ChatError::from)?;
             metrics::counter!("io_chat_messages_total").increment(1);
             chat.notify(
                 vec![
@@ -495,6 +534,7 @@ impl Chat {
         if started {
             self.limiters.typing.check(&actor.user)?;
         }
+        self.ensure_active(actor.user, session).await?;
         let data = SessionRef {
             session_id: session.0,
         };
@@ -599,6 +639,7 @@ impl Chat {
             .store
             .end_session(session, actor.user, Utc::now())
             .await?;
+        self.note_activity(session, false);
         metrics::counter!("io_sessions_ended_total").increment(1);
         if let Some(at) = ended.ended_at {
             let secs = (at - ended.started_at).num_milliseconds().max(0) as f64 / 1000.0;

@@ -293,6 +293,17 @@ impl MessageContent {
         if s.chars().count() > Self::MAX_CHARS {
             return Err(Invalid::new("content", "must be at most 2000 characters"));
         }
+        // Line breaks and tabs are text; other control characters are not,
+        // and Postgres cannot store NUL at all (one such message would fail
+        // its whole group commit).
+        if s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(Invalid::new(
+                "content",
+                "must not contain control characters",
+            ));
+        }
         Ok(MessageContent(s.to_owned()))
     }
 
@@ -407,6 +418,9 @@ mod tests {
         assert_eq!(MessageContent::parse(" hi ").unwrap().as_str(), "hi");
         assert!(MessageContent::parse(&"é".repeat(2000)).is_ok());
         assert!(MessageContent::parse(&"é".repeat(2001)).is_err());
+        assert!(MessageContent::parse("a\u{0}b").is_err());
+        assert!(MessageContent::parse("bell\u{7}").is_err());
+        assert!(MessageContent::parse("two\r\nlines\tand a tab").is_ok());
     }
 
     #[test]

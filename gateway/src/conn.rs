@@ -415,8 +415,13 @@ async fn write_loop(mut w: Writer, control: Arc<Control>) {
                 _ = control.wait_ready() => continue,
             }
         }
-        if !write_batch(&mut w, batch).await {
-            control.close(CLOSE_ABNORMAL);
+        if let Err(code) = write_batch(&mut w, batch).await {
+            // A peer that takes nothing for the whole timeout is as slow
+            // as one whose queue overflows; no close frame can get through.
+            if code == CLOSE_TOO_SLOW && control.close_code() == 0 {
+                metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
+            }
+            control.close(code);
             return;
         }
     }
@@ -430,16 +435,17 @@ async fn write_loop(mut w: Writer, control: Arc<Control>) {
     if code != CLOSE_TOO_SLOW {
         // Answers already queued (an error before a 4429, say) go out first.
         let rest = control.take_all();
-        if !rest.is_empty() && !write_batch(&mut w, rest).await {
+        if !rest.is_empty() && write_batch(&mut w, rest).await.is_err() {
             return;
         }
     }
     let _ = tokio::time::timeout(WRITE_TIMEOUT, write_close(&mut w, code)).await;
 }
 
-/// Write a batch of frames in as few writes as possible. `false` when the
-/// peer is gone or too slow to take them within the timeout.
-async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> bool {
+/// Write a batch of frames in as few writes as possible. The error is the
+/// close code: [`CLOSE_TOO_SLOW`] when the peer took nothing for
+/// [`WRITE_TIMEOUT`], [`CLOSE_ABNORMAL`] when it is gone.
+async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> Result<(), u16> {
     let frames = batch.len() as u64;
     metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
     let mut buf = Vec::new();
@@ -456,7 +462,8 @@ async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> 
         }
         match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&buf)).await {
             Ok(Ok(())) => bytes += buf.len() as u64,
-            _ => return false,
+            Ok(Err(_)) => return Err(CLOSE_ABNORMAL),
+            Err(_) => return Err(CLOSE_TOO_SLOW),
         }
     }
     metrics::counter!("io_gateway_frames_out_total").increment(frames);
@@ -468,7 +475,7 @@ async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> 
             histogram.record((now - at).max(0) as f64 / 1000.0);
         }
     }
-    true
+    Ok(())
 }
 
 fn encode_out(out: &Out, buf: &mut Vec<u8>, published: &mut Vec<i64>) {

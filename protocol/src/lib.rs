@@ -360,7 +360,7 @@ pub struct DecodeError {
 /// that keep whatever `ref` could be read.
 pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> {
     let frame: InFrame = serde_json::from_str(text).map_err(|e| DecodeError {
-        reference: None,
+        reference: loose_reference(text),
         message: format!("malformed frame: {e}"),
     })?;
     let data = frame
@@ -374,6 +374,17 @@ pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> 
             message: format!("invalid `{}` frame: {e}", frame.kind),
         }),
     }
+}
+
+/// The string `ref` of a JSON object that is not a well-formed frame (no
+/// `type`, say), so its error still answers it.
+fn loose_reference(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RefOnly {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    }
+    serde_json::from_str::<RefOnly>(text).ok()?.reference
 }
 
 #[cfg(test)]
@@ -396,6 +407,16 @@ mod tests {
         let err = decode(r#"{"type":"join","data":{"token":"t","x":1},"ref":"b"}"#).unwrap_err();
         assert_eq!(err.reference.as_deref(), Some("b"));
         assert!(decode("not json").is_err());
+    }
+
+    #[test]
+    fn frames_without_a_valid_type_keep_a_string_ref() {
+        let err = decode(r#"{"data":{},"ref":"notype"}"#).unwrap_err();
+        assert_eq!(err.reference.as_deref(), Some("notype"));
+        let err = decode(r#"{"type":5,"data":{},"ref":"typeint"}"#).unwrap_err();
+        assert_eq!(err.reference.as_deref(), Some("typeint"));
+        let err = decode(r#"{"type":5,"ref":{"not":"a string"}}"#).unwrap_err();
+        assert_eq!(err.reference, None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub(crate) type Existing = HashMap<SessionId, HashMap<String, Message>>;
 pub(crate) const KEY_TAKEN: StoreError =
     StoreError::Conflict("clientMsgId already used in this session");
 /// A message for a session that has ended.
-pub(crate) const NOT_ACTIVE: StoreError = StoreError::Conflict("session not active");
+pub(crate) const NOT_ACTIVE: StoreError = StoreError::Conflict("the session is not active");
 
 /// One answer per message of a batch, in input order. `decide` answers the
 /// first occurrence of each `(session, clientMsgId)`; a later occurrence
@@ -310,7 +310,7 @@ mod tests {
                 Ok(6),
                 Ok(7),
                 Ok(6),
-                Err(StoreError::Conflict("session not active")),
+                Err(StoreError::Conflict("the session is not active")),
                 Err(StoreError::NotFound),
                 Err(StoreError::Conflict(
                     "clientMsgId already used in this session"

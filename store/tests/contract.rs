@@ -389,7 +389,7 @@ async fn each_message_gets_its_own_answer(db: &TestDb) -> Result<()> {
     );
     ensure!(results[1] == Err(StoreError::NotFound), "unknown session");
     ensure!(
-        results[2] == Err(StoreError::Conflict("session not active")),
+        results[2] == Err(StoreError::Conflict("the session is not active")),
         "{:?}",
         results[2]
     );

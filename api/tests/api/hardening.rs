@@ -134,8 +134,8 @@ async fn axum_rejections_are_json_errors() -> Result<()> {
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
     );
 
-    // Too large (16 KiB limit).
-    let big = json!({ "details": "x".repeat(20 * 1024) });
+    // Too large (64 KiB limit).
+    let big = json!({ "details": "x".repeat(80 * 1024) });
     let r = app.put_auth("/api/users/profile", &token, big).await?;
     let (status, code, _) = error_of(r).await?;
     assert_eq!(
