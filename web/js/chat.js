@@ -402,8 +402,9 @@ function chatView(ctx) {
     live.on('reveal', ({ kind, alias: requester } = {}) => {
       paintReveal();
       if (kind === 'requested') {
+        // Announced only: focus stays where it is, so a keystroke meant for
+        // the message box (Enter) never answers the request by accident.
         announce(`${requester || alias} wants to reveal identities. Accept or decline.`);
-        if (document.activeElement === input || document.activeElement === document.body) acceptButton.focus();
       } else if (kind === 'accepted') {
         announce('Revealed! Both identity cards are shown.');
       } else if (kind === 'declined') {

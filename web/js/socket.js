@@ -38,6 +38,8 @@ const MAX_MESSAGE_RETRIES = 4;
 
 const OUTBOX_KEY = 'io.outbox';
 const SKIPPED_RATING_KEY = 'io.skippedRating';
+/** This tab was searching: a reload keeps searching (per tab, so a closed tab forgets it). */
+const SEARCHING_KEY = 'io.searching';
 
 export const MAX_MESSAGE_CHARS = 2000;
 
@@ -111,6 +113,14 @@ class Live {
     this.onWindowOnline = () => {
       if (this.running && !this.ws) this.connectNow();
     };
+    // Offline, a socket can stay open for a long time while nothing gets
+    // through: drop it, so the page says so, and reconnect once online.
+    this.onWindowOffline = () => {
+      const ws = this.ws;
+      if (!this.running || !ws) return;
+      this.onClose(ws, { code: 4000 }, null);
+      ws.close(4000, 'offline');
+    };
   }
 
   // --- events ---------------------------------------------------------------
@@ -141,6 +151,12 @@ class Live {
   setPhase(phase) {
     if (this.phase === phase) return;
     if (phase !== 'searching') this.searchConfirmed = false;
+    try {
+      if (phase === 'searching') globalThis.sessionStorage?.setItem(SEARCHING_KEY, '1');
+      else globalThis.sessionStorage?.removeItem(SEARCHING_KEY);
+    } catch {
+      // Storage may be off; a reload then starts idle.
+    }
     this.phase = phase;
     this.emit('phase', phase);
   }
@@ -153,6 +169,7 @@ class Live {
     this.running = true;
     this.attempt = 0;
     globalThis.addEventListener?.('online', this.onWindowOnline);
+    globalThis.addEventListener?.('offline', this.onWindowOffline);
     this.setStatus('connecting');
     this.connect();
     this.scheduleRefresh();
@@ -162,6 +179,7 @@ class Live {
   stop() {
     this.running = false;
     globalThis.removeEventListener?.('online', this.onWindowOnline);
+    globalThis.removeEventListener?.('offline', this.onWindowOffline);
     clearTimeout(this.retryTimer);
     clearTimeout(this.joinTimer);
     clearTimeout(this.refreshTimer);
@@ -175,6 +193,11 @@ class Live {
     this.onlineCount = null;
     this.clearSession();
     this.phase = 'idle';
+    try {
+      globalThis.sessionStorage?.removeItem(SEARCHING_KEY);
+    } catch {
+      // Storage may be off.
+    }
     this.searchConfirmed = false;
     this.setStatus('offline');
   }
@@ -449,8 +472,10 @@ class Live {
   /** Where the user stands after a (re)connect. */
   resume(session) {
     if (!session) {
-      // No session left (ended and rated, perhaps in another tab).
-      const wasSearching = this.phase === 'searching';
+      // No session left (ended and rated, perhaps in another tab). A page
+      // reloaded while searching goes on searching, as the server's queue
+      // still holds the user.
+      const wasSearching = this.phase === 'searching' || this.searchedBeforeReload();
       if (this.session) this.clearSession();
       this.setPhase(wasSearching ? 'searching' : 'idle');
       // The queue forgets a user whose sockets all closed; ask again.
@@ -480,6 +505,14 @@ class Live {
     this.adoptSession(session);
     writeJson(OUTBOX_KEY, null);
     this.setPhase('ended');
+  }
+
+  searchedBeforeReload() {
+    try {
+      return globalThis.sessionStorage?.getItem(SEARCHING_KEY) === '1';
+    } catch {
+      return false;
+    }
   }
 
   mergeMessages(messages) {

@@ -158,7 +158,7 @@ function isMessage(m) {
  * uniform pick in [0, min(cap, base·2^attempt)], so a node's thousands of
  * clients do not all come back in the same instant.
  */
-export function backoffDelay(attempt, { base = 500, cap = 30_000, random = Math.random } = {}) {
+export function backoffDelay(attempt, { base = 500, cap = 10_000, random = Math.random } = {}) {
   const ceiling = Math.min(cap, base * 2 ** Math.max(0, attempt));
   return Math.floor(random() * ceiling);
 }
