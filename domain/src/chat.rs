@@ -500,8 +500,7 @@ impl Chat {
         let chat = self.clone();
         let actor = actor.clone();
         Ok(async move {
-            // A conflict says why: the session ended, or the clientMsgId is
-            // another sender's.
+            // A conflict (the session ended meanwhile) keeps the store's words.
             let stored = committed.await.map_err(ChatError::from)?;
             metrics::counter!("io_chat_messages_total").increment(1);
             chat.notify(

@@ -172,7 +172,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Group commit: store a batch of messages in one transaction, assigning
     /// each session's next `seq`s in order. A message whose
-    /// `(session, clientMsgId)` already exists is not stored again: the
+    /// `(session, sender, clientMsgId)` already exists is not stored again: the
     /// existing one is returned. Per message: `NotFound` if the session does
     /// not exist, `Conflict` if it is not active.
     async fn append_messages(&self, batch: &[NewMessage])

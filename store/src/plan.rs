@@ -33,32 +33,28 @@ pub(crate) struct AppendPlan {
     pub last_seqs: Vec<(SessionId, i64)>,
 }
 
-/// Messages already stored, by session and client message id.
-pub(crate) type Existing = HashMap<SessionId, HashMap<String, Message>>;
+/// Messages already stored, by `(session, sender, clientMsgId)`.
+pub(crate) type Existing = HashMap<(SessionId, UserId, String), Message>;
 
-/// A `(session, clientMsgId)` that another sender already used.
-pub(crate) const KEY_TAKEN: StoreError =
-    StoreError::Conflict("clientMsgId already used in this session");
 /// A message for a session that has ended.
 pub(crate) const NOT_ACTIVE: StoreError = StoreError::Conflict("the session is not active");
 
 /// One answer per message of a batch, in input order. `decide` answers the
-/// first occurrence of each `(session, clientMsgId)`; a later occurrence
-/// gets the same answer if the same sender sent it, else [`KEY_TAKEN`].
+/// first occurrence of each `(session, sender, clientMsgId)`; a later
+/// occurrence gets the same answer.
 pub(crate) fn answer_batch(
     batch: &[NewMessage],
     mut decide: impl FnMut(usize, &NewMessage) -> StoreResult<Message>,
 ) -> Vec<StoreResult<Message>> {
     let mut results: Vec<StoreResult<Message>> = Vec::with_capacity(batch.len());
-    // First occurrence in this batch of each key: its index and sender.
-    let mut seen: HashMap<(SessionId, &str), (usize, UserId)> = HashMap::new();
+    // First occurrence in this batch of each key.
+    let mut seen: HashMap<(SessionId, UserId, &str), usize> = HashMap::new();
     for (i, m) in batch.iter().enumerate() {
-        let key = (m.session_id, m.client_msg_id.as_str());
+        let key = (m.session_id, m.sender_id, m.client_msg_id.as_str());
         let result = match seen.get(&key) {
-            Some(&(first, sender)) if sender == m.sender_id => results[first].clone(),
-            Some(_) => Err(KEY_TAKEN),
+            Some(&first) => results[first].clone(),
             None => {
-                seen.insert(key, (i, m.sender_id));
+                seen.insert(key, i);
                 decide(i, m)
             }
         };
@@ -83,9 +79,8 @@ pub(crate) fn stored_message(m: &NewMessage, seq: i64) -> Message {
 /// Decide a group commit. Per message, in input order:
 /// - unknown session, or a sender who is not in it: `NotFound` (sessions
 ///   belong to their participants);
-/// - a `(session, clientMsgId)` already stored, or earlier in this batch:
-///   that message again (or the earlier one's answer), if the same sender
-///   sent it; another sender reusing the key is a `Conflict`;
+/// - a `(session, sender, clientMsgId)` already stored, or earlier in this
+///   batch: that message again (or the earlier one's answer);
 /// - a session that is not active: `Conflict`;
 /// - otherwise a new message with the session's next `seq`.
 ///
@@ -101,12 +96,12 @@ pub(crate) fn plan_append(
     let results = answer_batch(batch, |_, m| match sessions.get(&m.session_id) {
         None => Err(StoreError::NotFound),
         Some(s) if s.user1 != m.sender_id && s.user2 != m.sender_id => Err(StoreError::NotFound),
-        Some(s) => match existing
-            .get(&m.session_id)
-            .and_then(|e| e.get(m.client_msg_id.as_str()))
-        {
-            Some(old) if old.sender_id == m.sender_id => Ok(old.clone()),
-            Some(_) => Err(KEY_TAKEN),
+        Some(s) => match existing.get(&(
+            m.session_id,
+            m.sender_id,
+            m.client_msg_id.as_str().to_owned(),
+        )) {
+            Some(old) => Ok(old.clone()),
             None if s.status != SessionStatus::Active => Err(NOT_ACTIVE),
             None => {
                 let seq = last.entry(m.session_id).or_insert(s.last_seq);
@@ -298,6 +293,7 @@ mod tests {
             msg(s1, b, "x"),
             msg(s1, UserId::new(), "v"),
         ];
+        // Both participants may use the same key, each for their own message.
         let plan = plan_append(&batch, &sessions, &Existing::new());
         let seqs: Vec<_> = plan
             .results
@@ -312,14 +308,12 @@ mod tests {
                 Ok(6),
                 Err(StoreError::Conflict("the session is not active")),
                 Err(StoreError::NotFound),
-                Err(StoreError::Conflict(
-                    "clientMsgId already used in this session"
-                )),
+                Ok(8),
                 Err(StoreError::NotFound),
             ]
         );
-        assert_eq!(plan.new.len(), 2);
-        assert_eq!(plan.last_seqs, vec![(s1, 7)]);
+        assert_eq!(plan.new.len(), 3);
+        assert_eq!(plan.last_seqs, vec![(s1, 8)]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ WITH input AS ( \
   SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
     WITH ORDINALITY AS i (id, sid, sender, content, cid, created, ord)), \
 firsts AS ( \
-  SELECT DISTINCT ON (sid, cid) * FROM input ORDER BY sid, cid, ord), \
+  SELECT DISTINCT ON (sid, sender, cid) * FROM input ORDER BY sid, sender, cid, ord), \
 locked AS MATERIALIZED ( \
   SELECT s.* FROM UNNEST($7::uuid[]) AS k (id) \
   CROSS JOIN LATERAL (SELECT id, status, user1_id, user2_id, last_seq FROM chat_sessions c \
@@ -61,8 +61,7 @@ locked AS MATERIALIZED ( \
 decided AS ( \
   SELECT f.*, l.last_seq, \
     CASE WHEN l.id IS NULL OR f.sender NOT IN (l.user1_id, l.user2_id) THEN 'missing' \
-         WHEN o.id IS NOT NULL AND o.sender_id = f.sender THEN 'old' \
-         WHEN o.id IS NOT NULL THEN 'taken' \
+         WHEN o.id IS NOT NULL THEN 'old' \
          WHEN l.status <> 'active' THEN \
            CASE (SELECT status FROM chat_sessions c WHERE c.id = f.sid) \
              WHEN 'active' THEN 'stale' ELSE 'ended' END \
@@ -70,8 +69,9 @@ decided AS ( \
     o.id AS old_id, o.seq AS old_seq, o.content AS old_content, o.created_at AS old_created \
   FROM firsts f \
   LEFT JOIN locked l ON l.id = f.sid \
-  LEFT JOIN LATERAL (SELECT id, sender_id, seq, content, created_at FROM messages m \
-                     WHERE m.session_id = f.sid AND m.client_msg_id = f.cid LIMIT 1) o ON true), \
+  LEFT JOIN LATERAL (SELECT id, seq, content, created_at FROM messages m \
+                     WHERE m.session_id = f.sid AND m.sender_id = f.sender \
+                       AND m.client_msg_id = f.cid LIMIT 1) o ON true), \
 fresh AS ( \
   SELECT d.*, d.last_seq + row_number() OVER (PARTITION BY d.sid ORDER BY d.ord) AS seq \
   FROM decided d WHERE d.verdict = 'new'), \
@@ -188,7 +188,6 @@ impl PgStore {
                     created_at: r.time("old_created")?,
                     ..plan::stored_message(m, 0)
                 }),
-                "taken" => Err(plan::KEY_TAKEN),
                 "ended" => Err(plan::NOT_ACTIVE),
                 "missing" => Err(StoreError::NotFound),
                 _ => Err(corrupt("group commit verdict")),

@@ -550,19 +550,21 @@ impl Store for SqliteStore {
             .filter(|m| sessions.contains_key(&m.session_id))
         {
             let row = sqlx::query(&format!(
-                "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = $1 AND client_msg_id = $2"
+                "SELECT {MESSAGE_COLS} FROM messages \
+                 WHERE session_id = $1 AND sender_id = $2 AND client_msg_id = $3"
             ))
             .bind(m.session_id.0)
+            .bind(m.sender_id.0)
             .bind(m.client_msg_id.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
             if let Some(r) = row {
                 let old = records::message(&r)?;
-                existing
-                    .entry(old.session_id)
-                    .or_default()
-                    .insert(old.client_msg_id.clone(), old);
+                existing.insert(
+                    (old.session_id, old.sender_id, old.client_msg_id.clone()),
+                    old,
+                );
             }
         }
         let plan = plan::plan_append(batch, &sessions, &existing);
