@@ -86,12 +86,20 @@ test('two people sign in by mail, match, chat, reveal, end and rate', { timeout:
       dudeView.map((m) => [m.seq, m.text, m.mine]),
     );
 
-    // Reveal: the girl asks, the dude accepts.
+    // Reveal: the girl asks while the dude is typing; the request does not
+    // take his composer's focus (an Enter meant for a message must never
+    // answer it); then he accepts.
+    await dude.page.getByTestId('message-input').focus();
     await girl.page.getByTestId('reveal-request').click();
     await seeText(girl.page.getByTestId('reveal-status'), `Waiting for ${dude.alias}`);
     await seeHidden(girl.page.getByTestId('reveal-request'));
     const prompt = dude.page.getByTestId('reveal-prompt');
     await seeText(prompt, `${girl.alias} wants to reveal identities`);
+    assert.equal(
+      await dude.page.evaluate(() => document.activeElement?.dataset.testid),
+      'message-input',
+      'a reveal request leaves the focus in the composer',
+    );
     await dude.page.getByTestId('reveal-accept').click();
     await seeHidden(prompt);
 

@@ -18,6 +18,8 @@ const GENDER_EMOJI = { dude: '🕺', girl: '💃' };
  * the cards start collapsed there.
  */
 const COMPACT_QUERY = '(max-width: 30rem), (max-height: 36rem)';
+/** How long a partner may be away before the chat says they left. */
+const LEFT_GRACE_MS = 4000;
 
 export function mount(root, ctx) {
   const { live } = ctx;
@@ -317,16 +319,38 @@ function chatView(ctx) {
 
   // --- presence and typing ---------------------------------------------------
 
+  // A partner who is gone for a moment (a reload, a network blip) is only
+  // marked away; the banner says they left if they stay away a while, and
+  // that they are back only if it said they left.
+  let presenceEpoch = 0;
+  let leftShown = false;
+  const showBanner = (text, state) => {
+    banner.textContent = text;
+    banner.dataset.state = state;
+    banner.hidden = false;
+    announce(text);
+  };
   const paintPresence = (changed) => {
     const online = live.partnerOnline;
     partnerStatus.dataset.state = online ? 'online' : 'away';
     partnerStatus.textContent = online ? 'here' : 'away';
     if (!changed) return;
-    banner.textContent = online ? `${alias} is back.` : `${alias} left the chat. They may come back, or you can end it.`;
-    banner.dataset.state = online ? 'joined' : 'left';
-    banner.hidden = false;
-    announce(banner.textContent);
-    if (online) later(() => (banner.hidden = true), 5000);
+    const epoch = ++presenceEpoch;
+    if (banner.dataset.state === 'joined') banner.hidden = true;
+    if (!online) {
+      later(() => {
+        if (epoch !== presenceEpoch || live.partnerOnline) return;
+        leftShown = true;
+        showBanner(`${alias} left the chat. They may come back, or you can end it.`, 'left');
+      }, LEFT_GRACE_MS);
+      return;
+    }
+    if (!leftShown) return;
+    leftShown = false;
+    showBanner(`${alias} is back.`, 'joined');
+    later(() => {
+      if (epoch === presenceEpoch) banner.hidden = true;
+    }, 5000);
   };
   offs.push(live.on('presence', () => paintPresence(true)));
 
