@@ -223,6 +223,14 @@ async fn story(app: App) {
     let late = a.next_frame().await;
     assert_eq!(late["ref"], "t-late", "{late}");
     assert_eq!(late["data"]["code"], "CONFLICT", "{late}");
+    // A stop (a client tidying up) is no mistake: no error, no event.
+    a.send(
+        "typing_stop",
+        json!({"sessionId": session_id}),
+        Some("t-stop"),
+    )
+    .await;
+    a.expect_silence(Duration::from_millis(300)).await;
     b.expect_silence(Duration::from_millis(300)).await;
 
     // Both rate, once each, 1–4.

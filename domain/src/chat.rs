@@ -181,7 +181,17 @@ impl Chat {
         if known.len() >= Self::PARTICIPANT_CACHE {
             known.clear();
         }
-        known.insert(id, active.then(Instant::now));
+        let now = active.then(Instant::now);
+        known
+            .entry(id)
+            // Ended is for good: a read that began before an end on this
+            // node must not make the session active again.
+            .and_modify(|known| {
+                if known.is_some() {
+                    *known = now;
+                }
+            })
+            .or_insert(now);
     }
 
     async fn notify(&self, deliveries: Vec<Delivery>, skip: Option<ConnRef>) -> ChatResult<()> {
@@ -532,8 +542,12 @@ impl Chat {
         // partner would see "typing…" that never ends.
         if started {
             self.limiters.typing.check(&actor.user)?;
+            self.ensure_active(actor.user, session).await?;
+        } else if self.ensure_active(actor.user, session).await.is_err() {
+            // A stop after the end (a client tidying up its typing state) is
+            // no mistake; it just reaches no one.
+            return Ok(());
         }
-        self.ensure_active(actor.user, session).await?;
         let data = SessionRef {
             session_id: session.0,
         };

@@ -418,10 +418,9 @@ async fn write_loop(mut w: Writer, control: Arc<Control>) {
         if let Err(code) = write_batch(&mut w, batch).await {
             // A peer that takes nothing for the whole timeout is as slow
             // as one whose queue overflows; no close frame can get through.
-            if code == CLOSE_TOO_SLOW && control.close_code() == 0 {
+            if control.close(code) && code == CLOSE_TOO_SLOW {
                 metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
             }
-            control.close(code);
             return;
         }
     }

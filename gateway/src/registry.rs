@@ -58,15 +58,17 @@ impl Control {
         }
     }
 
-    /// Ask the writer to close with `code` (the first request wins).
-    pub fn close(&self, code: u16) {
-        if self
+    /// Ask the writer to close with `code`. The first request wins; `true`
+    /// if this one did.
+    pub fn close(&self, code: u16) -> bool {
+        let won = self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if won {
             self.closed.cancel();
         }
+        won
     }
 
     pub fn close_code(&self) -> u16 {
@@ -112,9 +114,8 @@ impl Handle {
         if self.control.close_code() != 0 {
             return;
         }
-        if !self.control.enqueue(out) {
+        if !self.control.enqueue(out) && self.control.close(crate::conn::CLOSE_TOO_SLOW) {
             metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
-            self.control.close(crate::conn::CLOSE_TOO_SLOW);
         }
     }
 }

@@ -409,6 +409,11 @@ async fn each_message_gets_its_own_answer(db: &TestDb) -> Result<()> {
         results[6]
     );
     ensure!(seqs(&s.messages_after(live, 0, 10).await?) == [1, 2, 3]);
+    // After the partner used the same key, a retry still finds its sender's
+    // own message.
+    let retry = s.append_messages(&[msg(live, a, "ok1")]).await?;
+    ensure!(retry[0] == results[0], "{:?}", retry[0]);
+    ensure!(s.message_count(live).await? == 3);
     ensure!(seqs(&s.messages_after(over, 0, 10).await?) == [1]);
     Ok(())
 }

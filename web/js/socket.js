@@ -38,8 +38,15 @@ const MAX_MESSAGE_RETRIES = 4;
 
 const OUTBOX_KEY = 'io.outbox';
 const SKIPPED_RATING_KEY = 'io.skippedRating';
-/** This tab was searching: a reload keeps searching (per tab, so a closed tab forgets it). */
+/**
+ * This tab was searching, `{user, at}`: a reload soon after keeps searching
+ * (per tab, so a closed tab forgets it).
+ */
 const SEARCHING_KEY = 'io.searching';
+/** How long the server's queue keeps a user with no socket. */
+const SEARCH_RESUME_MS = 10_000;
+/** Control characters the server refuses in a message (line breaks and tabs are text). */
+const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g;
 
 export const MAX_MESSAGE_CHARS = 2000;
 
@@ -113,6 +120,8 @@ class Live {
     this.onWindowOnline = () => {
       if (this.running && !this.ws) this.connectNow();
     };
+    // A reload's clock for resuming a search starts when the page goes.
+    this.onPageHide = () => this.noteSearching();
     // Offline, a socket can stay open for a long time while nothing gets
     // through: drop it, so the page says so, and reconnect once online.
     this.onWindowOffline = () => {
@@ -151,13 +160,8 @@ class Live {
   setPhase(phase) {
     if (this.phase === phase) return;
     if (phase !== 'searching') this.searchConfirmed = false;
-    try {
-      if (phase === 'searching') globalThis.sessionStorage?.setItem(SEARCHING_KEY, '1');
-      else globalThis.sessionStorage?.removeItem(SEARCHING_KEY);
-    } catch {
-      // Storage may be off; a reload then starts idle.
-    }
     this.phase = phase;
+    this.noteSearching();
     this.emit('phase', phase);
   }
 
@@ -170,6 +174,7 @@ class Live {
     this.attempt = 0;
     globalThis.addEventListener?.('online', this.onWindowOnline);
     globalThis.addEventListener?.('offline', this.onWindowOffline);
+    globalThis.addEventListener?.('pagehide', this.onPageHide);
     this.setStatus('connecting');
     this.connect();
     this.scheduleRefresh();
@@ -180,6 +185,7 @@ class Live {
     this.running = false;
     globalThis.removeEventListener?.('online', this.onWindowOnline);
     globalThis.removeEventListener?.('offline', this.onWindowOffline);
+    globalThis.removeEventListener?.('pagehide', this.onPageHide);
     clearTimeout(this.retryTimer);
     clearTimeout(this.joinTimer);
     clearTimeout(this.refreshTimer);
@@ -193,11 +199,7 @@ class Live {
     this.onlineCount = null;
     this.clearSession();
     this.phase = 'idle';
-    try {
-      globalThis.sessionStorage?.removeItem(SEARCHING_KEY);
-    } catch {
-      // Storage may be off.
-    }
+    this.noteSearching();
     this.searchConfirmed = false;
     this.setStatus('offline');
   }
@@ -405,7 +407,7 @@ class Live {
       this.session.status = 'ended';
       this.session.endedBy = d.endedBy;
       this.setPartnerTyping(false);
-      this.stopTyping();
+      this.resetTyping();
       writeJson(OUTBOX_KEY, null);
       this.emit('ended', { endedBy: d.endedBy });
       this.setPhase('ended');
@@ -472,10 +474,8 @@ class Live {
   /** Where the user stands after a (re)connect. */
   resume(session) {
     if (!session) {
-      // No session left (ended and rated, perhaps in another tab). A page
-      // reloaded while searching goes on searching, as the server's queue
-      // still holds the user.
-      const wasSearching = this.phase === 'searching' || this.searchedBeforeReload();
+      // No session left (ended and rated, perhaps in another tab).
+      const wasSearching = this.wasSearching();
       if (this.session) this.clearSession();
       this.setPhase(wasSearching ? 'searching' : 'idle');
       // The queue forgets a user whose sockets all closed; ask again.
@@ -498,8 +498,10 @@ class Live {
     const skipped = readJson(SKIPPED_RATING_KEY);
     const alreadyRated = session.myRating !== undefined && session.myRating !== null;
     if ((alreadyRated || skipped === session.id) && !(this.phase === 'ended' && this.isCurrent(session.id))) {
+      const wasSearching = this.wasSearching();
       this.clearSession();
-      this.setPhase(this.phase === 'searching' ? 'searching' : 'idle');
+      this.setPhase(wasSearching ? 'searching' : 'idle');
+      if (wasSearching) this.findMatch();
       return;
     }
     this.adoptSession(session);
@@ -507,11 +509,31 @@ class Live {
     this.setPhase('ended');
   }
 
-  searchedBeforeReload() {
+  /**
+   * Searching before this (re)connect: in this page, or in this tab just
+   * before a reload, as the same user, while the server's queue still
+   * holds them.
+   */
+  wasSearching() {
+    if (this.phase === 'searching') return true;
     try {
-      return globalThis.sessionStorage?.getItem(SEARCHING_KEY) === '1';
+      const was = JSON.parse(globalThis.sessionStorage?.getItem(SEARCHING_KEY) ?? 'null');
+      return Boolean(was && was.user === this.user?.id && Date.now() - was.at < SEARCH_RESUME_MS);
     } catch {
       return false;
+    }
+  }
+
+  /** Keep this tab's searching flag in step with the phase. */
+  noteSearching() {
+    try {
+      if (this.phase === 'searching' && this.user) {
+        globalThis.sessionStorage?.setItem(SEARCHING_KEY, JSON.stringify({ user: this.user.id, at: Date.now() }));
+      } else {
+        globalThis.sessionStorage?.removeItem(SEARCHING_KEY);
+      }
+    } catch {
+      // Storage may be off; a reload then starts idle.
     }
   }
 
@@ -573,7 +595,7 @@ class Live {
 
   /** Queue a message: shown at once as pending, sent when connected. */
   sendMessage(text) {
-    const content = String(text ?? '').trim();
+    const content = String(text ?? '').replace(CONTROL_CHARS, '').trim();
     if (!content || [...content].length > MAX_MESSAGE_CHARS) return false;
     if (!this.session || this.phase !== 'chat') return false;
     const clientMsgId = newClientMsgId();
@@ -665,6 +687,14 @@ class Live {
     if (t.sent === 'typing_start' || t.next === 'typing_start') this.queueTyping('typing_stop');
   }
 
+  /** Forget the typing state without telling anyone (the session is over). */
+  resetTyping() {
+    const t = this.typingState;
+    clearTimeout(t.idle);
+    clearTimeout(t.timer);
+    Object.assign(t, { sent: 'typing_stop', next: null, timer: 0, idle: 0 });
+  }
+
   /** Coalesce typing frames so they stay under the server's 2 per second. */
   queueTyping(type) {
     const t = this.typingState;
@@ -675,10 +705,11 @@ class Live {
       t.timer = 0;
       const next = t.next;
       t.next = null;
-      if (!next || !this.session || (next === 'typing_stop' && t.sent === 'typing_stop')) return;
+      if (!next || !this.session || this.phase !== 'chat' || (next === 'typing_stop' && t.sent === 'typing_stop')) return;
       t.lastAt = Date.now();
       t.sent = next;
-      this.send(next, { sessionId: this.session.id });
+      // A typing frame that fails is not worth telling anyone about.
+      this.send(next, { sessionId: this.session.id }, { onError: () => {} });
     }, wait);
   }
 
