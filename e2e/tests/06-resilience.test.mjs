@@ -1,0 +1,53 @@
+// The page keeps telling the truth when the browser does something abrupt:
+// a reload while searching goes on searching (the server's queue still
+// holds the user), and going offline says so at once and reconnects when
+// the network is back.
+
+import { after, before, test } from 'node:test';
+import {
+  TEST_MS,
+  assertHealthy,
+  closeAll,
+  eventually,
+  launchBrowser,
+  readyUser,
+  seeVisible,
+} from '../lib/harness.mjs';
+
+let browser;
+before(async () => {
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const status = (user) => user.page.getByTestId('connection-status').getAttribute('data-state');
+
+test('a reload while searching goes on searching; offline and back reconnects', { timeout: TEST_MS }, async () => {
+  let dan;
+  let gia;
+  try {
+    dan = await readyUser(browser, 'resilient-dan', 'dude');
+    gia = await readyUser(browser, 'resilient-gia', 'girl');
+
+    await dan.page.getByTestId('find-match').click();
+    await seeVisible(dan.page.getByTestId('cancel-search'));
+    await dan.page.reload();
+    await seeVisible(dan.page.getByTestId('searching'));
+    await seeVisible(dan.page.getByTestId('cancel-search'));
+    // Still in the queue: a searcher of the other gender meets him.
+    await gia.page.getByTestId('find-match').click();
+    await seeVisible(dan.page.getByTestId('message-input'));
+    await seeVisible(gia.page.getByTestId('message-input'));
+
+    await gia.context.setOffline(true);
+    await eventually('the offline page to stop saying online', async () => (await status(gia)) !== 'online' && (await status(gia)));
+    await gia.context.setOffline(false);
+    await eventually('the page to be online again', async () => (await status(gia)) === 'online');
+    await seeVisible(gia.page.getByTestId('message-input'));
+    assertHealthy(dan, gia);
+  } finally {
+    await closeAll(dan, gia);
+  }
+});
