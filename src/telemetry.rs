@@ -181,6 +181,11 @@ fn describe() {
         "io_events_publish_failures_total",
         "Event batches the bus refused."
     );
+    describe_histogram!(
+        "io_events_publish_seconds",
+        Unit::Seconds,
+        "One outbox batch: presence lookup and publish, retries included."
+    );
     describe_counter!(
         "io_match_searches_total",
         "Users who entered the match queue."
@@ -256,6 +261,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
     for name in [
         "io_message_commit_seconds",
         "io_message_commit_batch_size",
+        "io_events_publish_seconds",
         "io_session_duration_seconds",
         "io_session_messages",
     ] {

@@ -89,7 +89,9 @@ impl Outbox {
 async fn run(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Job>, local: Local) {
     let mut jobs = Vec::new();
     while next_batch(&mut rx, Outbox::MAX_BATCH, &mut jobs).await {
+        let started = std::time::Instant::now();
         let result = deliver(bus.as_ref(), local.get(), &jobs).await;
+        metrics::histogram!("io_events_publish_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             metrics::counter!("io_events_publish_failures_total").increment(jobs.len() as u64);
             tracing::warn!(error = %e, jobs = jobs.len(), "publishing events failed");
