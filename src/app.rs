@@ -260,6 +260,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<Running> {
         config.events_per_second = s.limit_socket_events_per_second.max(1);
         config.event_burst = 2 * s.limit_socket_events_per_second.max(1);
         config.drain_timeout = Duration::from_secs(s.drain_timeout_secs);
+        config.write_timeout = Duration::from_secs(s.write_timeout_secs);
         let gateway = Gateway::new(chat.clone(), tokens.clone(), config);
         app = app.merge(gateway.router());
         let g = gateway.clone();

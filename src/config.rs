@@ -248,6 +248,12 @@ pub struct Settings {
     /// Seconds a gateway spends draining its sockets on SIGTERM at most.
     #[arg(long, env = "IO_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
     pub drain_timeout_secs: u64,
+
+    /// Seconds a write to a socket may wait for its reader before the socket
+    /// is dropped as a slow consumer.
+    #[arg(long, env = "IO_WRITE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_secs: u64,
 }
 
 impl Settings {

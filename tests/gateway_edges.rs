@@ -210,6 +210,68 @@ async fn a_reader_that_stops_reading_is_closed_with_4008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_takes_nothing_for_the_write_timeout_is_dropped_as_too_slow() {
+    let app = App::start(&[
+        "--write-timeout-secs",
+        "1",
+        "--limit-socket-events-per-second",
+        "100000",
+    ])
+    .await;
+    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+    // A tiny receive buffer, and Bob never reads: answers pile up in the
+    // server's socket buffer, not in his send queue (far below its 256).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
+    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp)
+        .await
+        .unwrap();
+    use futures::SinkExt;
+    b.send(Message::text(
+        json!({"type":"join","data":{"token": bob.token}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    // Each answer echoes its 60 KiB `ref`: 60 of them are 3.6 MB.
+    let big_ref = "r".repeat(60 * 1024);
+    for _ in 0..60 {
+        b.send(Message::text(
+            json!({"type":"cancel_search","data":{},"ref": big_ref}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let metrics_url = format!("http://{}/metrics", app.running.metrics_addr);
+    eventually("a slow-consumer drop", || {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let count = |name: &str, label: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(name) && l.contains(label))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            };
+            count("io_gateway_slow_consumer_closes_total", "") == 1.0
+                && count("io_gateway_disconnects_total", "reason=\"slow_consumer\"") == 1.0
+        }
+    })
+    .await;
+    // Nothing could get through, the close frame neither: Bob reads what
+    // his socket holds, then the connection just ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(20), b.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("no close frame expected: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_sockets_with_1012() {
     let app = App::start(&[]).await;
     let mut sockets = Vec::new();

@@ -98,7 +98,7 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
         Box::pin(crate::node::user_arrived(&inner, user, active)).await;
     }
 
-    let writer = tokio::spawn(write_loop(w, control.clone()));
+    let writer = tokio::spawn(write_loop(w, control.clone(), inner.config.write_timeout));
     let peer_code = read_loop(&inner, &mut read, &handle).await;
     control.close(peer_code.unwrap_or(CLOSE_NORMAL));
     let server_code = control.close_code();
@@ -395,17 +395,18 @@ fn send_error(me: &Handle, reference: Option<&str>, code: &str, message: &str) {
     });
 }
 
-/// How long one write may take before the peer counts as gone. A write is
-/// never abandoned half-way otherwise: a torn frame would corrupt the
-/// stream, and the close frame must follow whole frames.
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the close frame may take to go out.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a socket the server closed keeps reading for the peer's answer.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Drain the send queue to the socket, several frames per write, until the
 /// socket is closed; then send what is still queued (unless the peer is the
 /// reason: a slow consumer) and the close frame.
-async fn write_loop(mut w: Writer, control: Arc<Control>) {
+/// A write that waits longer than `timeout` for the peer drops the socket:
+/// a write is never abandoned half-way otherwise (a torn frame would corrupt
+/// the stream, and the close frame must follow whole frames).
+async fn write_loop(mut w: Writer, control: Arc<Control>, timeout: std::time::Duration) {
     loop {
         let batch = control.take_all();
         if batch.is_empty() {
@@ -415,7 +416,7 @@ async fn write_loop(mut w: Writer, control: Arc<Control>) {
                 _ = control.wait_ready() => continue,
             }
         }
-        if let Err(code) = write_batch(&mut w, batch).await {
+        if let Err(code) = write_batch(&mut w, batch, timeout).await {
             // A peer that takes nothing for the whole timeout is as slow
             // as one whose queue overflows; no close frame can get through.
             if control.close(code) && code == CLOSE_TOO_SLOW {
@@ -434,17 +435,21 @@ async fn write_loop(mut w: Writer, control: Arc<Control>) {
     if code != CLOSE_TOO_SLOW {
         // Answers already queued (an error before a 4429, say) go out first.
         let rest = control.take_all();
-        if !rest.is_empty() && write_batch(&mut w, rest).await.is_err() {
+        if !rest.is_empty() && write_batch(&mut w, rest, timeout).await.is_err() {
             return;
         }
     }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_close(&mut w, code)).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_close(&mut w, code)).await;
 }
 
 /// Write a batch of frames in as few writes as possible. The error is the
-/// close code: [`CLOSE_TOO_SLOW`] when the peer took nothing for
-/// [`WRITE_TIMEOUT`], [`CLOSE_ABNORMAL`] when it is gone.
-async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> Result<(), u16> {
+/// close code: [`CLOSE_TOO_SLOW`] when a write waited `timeout` for the
+/// peer, [`CLOSE_ABNORMAL`] when the peer is gone.
+async fn write_batch(
+    w: &mut Writer,
+    batch: std::collections::VecDeque<Out>,
+    timeout: std::time::Duration,
+) -> Result<(), u16> {
     let frames = batch.len() as u64;
     metrics::histogram!("io_gateway_send_queue_depth").record(frames as f64);
     let mut buf = Vec::new();
@@ -459,7 +464,7 @@ async fn write_batch(w: &mut Writer, batch: std::collections::VecDeque<Out>) -> 
                 None => break,
             }
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&buf)).await {
+        match tokio::time::timeout(timeout, w.write_all(&buf)).await {
             Ok(Ok(())) => bytes += buf.len() as u64,
             Ok(Err(_)) => return Err(CLOSE_ABNORMAL),
             Err(_) => return Err(CLOSE_TOO_SLOW),

@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     pub join_timeout: Duration,
     /// Frames queued per socket before it counts as a slow consumer.
     pub send_queue: usize,
+    /// How long one write to a socket may wait for the peer to take data
+    /// before the peer counts as a slow consumer (and is dropped).
+    pub write_timeout: Duration,
     /// Largest frame or assembled message accepted.
     pub max_message_bytes: usize,
     /// Per-socket event budget: sustained events per second.
@@ -80,6 +83,7 @@ impl GatewayConfig {
             ping_interval: Duration::from_secs(20),
             join_timeout: Duration::from_secs(10),
             send_queue: 256,
+            write_timeout: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
             events_per_second: 20,
             event_burst: 40,
