@@ -142,7 +142,7 @@ fn describe() {
     );
     describe_counter!(
         "io_gateway_slow_consumer_closes_total",
-        "Sockets closed as too slow to read: a full send queue (4008) or nothing taken for 10 s."
+        "Sockets closed as too slow to read: a full send queue (4008) or nothing taken for the write timeout."
     );
     describe_histogram!(
         "io_gateway_send_queue_depth",
