@@ -97,6 +97,7 @@ export async function tour(browser, tag, onScreen, { setup = async () => {} } = 
     await onScreen(girl, 'identity-cards');
 
     await girl.page.getByTestId('end-session').click();
+    await girl.page.getByTestId('end-session').click();
     await seeVisible(dude.page.getByTestId('rate-4'));
     await seeText(dude.page.getByTestId('ended-by'), `${girl.alias} ended the chat.`);
     await onScreen(dude, 'rating');

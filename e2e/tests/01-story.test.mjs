@@ -120,7 +120,15 @@ test('two people sign in by mail, match, chat, reveal, end and rate', { timeout:
     }
 
     // The dude ends it; both land on the rating screen with the cards.
-    await dude.page.getByTestId('end-session').click();
+    // End takes two presses: the first only arms the button.
+    const end = dude.page.getByTestId('end-session');
+    await end.click();
+    await seeText(end, 'End chat?');
+    await new Promise((r) => setTimeout(r, 500));
+    for (const u of [dude, girl]) {
+      assert.equal(await u.page.getByTestId('rate-1').count(), 0, `${u.name}: one press ends nothing`);
+    }
+    await end.click();
     for (const u of [dude, girl]) {
       await seeVisible(u.page.getByTestId('rate-1'));
       assert.equal(await h1Text(u.page), 'Chat ended');

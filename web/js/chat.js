@@ -20,6 +20,8 @@ const GENDER_EMOJI = { dude: '🕺', girl: '💃' };
 const COMPACT_QUERY = '(max-width: 30rem), (max-height: 36rem)';
 /** How long a partner may be away before the chat says they left. */
 const LEFT_GRACE_MS = 4000;
+/** How long a first press of End waits for the second. */
+const END_CONFIRM_MS = 4000;
 
 export function mount(root, ctx) {
   const { live } = ctx;
@@ -439,7 +441,26 @@ function chatView(ctx) {
 
   // --- end -------------------------------------------------------------------
 
+  // Ending takes two presses: the first arms the button for a few seconds,
+  // so a stray tap (it sits next to Reveal) ends nothing.
+  let armEpoch = 0;
+  const arm = (armed) => {
+    armEpoch += 1;
+    endButton.dataset.armed = String(armed);
+    endButton.textContent = armed ? 'End chat?' : 'End';
+    endButton.setAttribute('aria-label', armed ? 'Press again to end the chat' : 'End the chat');
+  };
   endButton.addEventListener('click', () => {
+    if (endButton.dataset.armed !== 'true') {
+      arm(true);
+      announce('Press End again to end the chat.');
+      const epoch = armEpoch;
+      later(() => {
+        if (epoch === armEpoch) arm(false);
+      }, END_CONFIRM_MS);
+      return;
+    }
+    arm(false);
     if (live.endSession()) {
       endButton.disabled = true;
       later(() => (endButton.disabled = false), 8000);
