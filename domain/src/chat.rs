@@ -186,9 +186,9 @@ impl Chat {
             .entry(id)
             // Ended is for good: a read that began before an end on this
             // node must not make the session active again.
-            .and_modify(|known| {
-                if known.is_some() {
-                    *known = now;
+            .and_modify(|state| {
+                if state.is_some() {
+                    *state = now;
                 }
             })
             .or_insert(now);
