@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use io_domain::types::Gender;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -127,6 +127,24 @@ async fn cross_site_upgrades_are_refused() {
     app.running.shutdown.cancel();
 }
 
+type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A socket with a 4 KiB receive buffer, joined: the peer that stops reading.
+async fn join_with_tiny_buffer(app: &App, token: &str) -> RawWs {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(app.ws(), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"type":"join","data":{"token": token}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_closed_with_4008() {
     let app = App::start(&[
@@ -142,18 +160,7 @@ async fn a_reader_that_stops_reading_is_closed_with_4008() {
     let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
     let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
     // Bob's socket has a tiny receive buffer and will stop reading.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
-    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp)
-        .await
-        .unwrap();
-    use futures::SinkExt;
-    b.send(Message::text(
-        json!({"type":"join","data":{"token": bob.token}}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let mut b = join_with_tiny_buffer(&app, &bob.token).await;
     b.send(Message::text(
         json!({"type":"find_match","data":{}}).to_string(),
     ))
@@ -221,18 +228,7 @@ async fn a_reader_that_takes_nothing_for_the_write_timeout_is_dropped_as_too_slo
     let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
     // A tiny receive buffer, and Bob never reads: answers pile up in the
     // server's socket buffer, not in his send queue (far below its 256).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(common::addr_of(&app.http())).await.unwrap();
-    let (mut b, _) = tokio_tungstenite::client_async(app.ws(), tcp)
-        .await
-        .unwrap();
-    use futures::SinkExt;
-    b.send(Message::text(
-        json!({"type":"join","data":{"token": bob.token}}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let mut b = join_with_tiny_buffer(&app, &bob.token).await;
     // Each answer echoes its 60 KiB `ref`: 60 of them are 3.6 MB.
     let big_ref = "r".repeat(60 * 1024);
     for _ in 0..60 {
