@@ -58,17 +58,23 @@ pub struct Chat {
     writer: MessageWriter,
     outbox: Outbox,
     limiters: ChatLimiters,
-    /// Participants never change, so a session's pair is cached to keep
-    /// membership checks of hot events (typing) off the database.
-    participants: Mutex<HashMap<SessionId, (UserId, UserId)>>,
-    /// Whether a session is active, as this node last read it: `Some(t)`
-    /// active as of `t`, `None` ended (for good). Keeps typing events, which
-    /// the store never sees, from reaching a former partner.
-    activity: Mutex<HashMap<SessionId, Option<Instant>>>,
+    /// What this node last read of each session it served, to keep the
+    /// checks of hot events (typing) off the database.
+    known: Mutex<HashMap<SessionId, Known>>,
+}
+
+/// A session as this node last read it.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// The participants, which never change.
+    pair: (UserId, UserId),
+    /// `Some(t)`: active as of `t`; `None`: ended, for good. Keeps typing
+    /// events, which the store never sees, from reaching a former partner.
+    active_as_of: Option<Instant>,
 }
 
 impl Chat {
-    const PARTICIPANT_CACHE: usize = 200_000;
+    const KNOWN_SESSIONS: usize = 200_000;
     /// How long a session read as active counts as active for typing. An
     /// end on this node is seen at once; one on another node within this.
     const ACTIVE_RECHECK: Duration = Duration::from_secs(5);
@@ -84,8 +90,7 @@ impl Chat {
             store,
             bus,
             limiters: ChatLimiters::new(limits),
-            participants: Mutex::new(HashMap::new()),
-            activity: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,23 +127,38 @@ impl Chat {
     }
 
     fn remember(&self, s: &Session) {
-        let mut cache = self.participants.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= Self::PARTICIPANT_CACHE {
-            cache.clear();
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= Self::KNOWN_SESSIONS {
+            known.clear();
         }
-        cache.insert(s.id, (s.user1, s.user2));
+        let active_as_of = (s.status == SessionStatus::Active).then(Instant::now);
+        known
+            .entry(s.id)
+            // Ended is for good: a read that began before an end on this
+            // node must not make the session active again.
+            .and_modify(|k| {
+                if k.active_as_of.is_some() {
+                    k.active_as_of = active_as_of;
+                }
+            })
+            .or_insert(Known {
+                pair: (s.user1, s.user2),
+                active_as_of,
+            });
+    }
+
+    fn known(&self, id: SessionId) -> Option<Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
     }
 
     /// The partner of `me` in session `id`, from the cache when possible.
     async fn partner_in(&self, me: UserId, id: SessionId) -> ChatResult<UserId> {
-        let cached = self
-            .participants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied();
-        let (a, b) = match cached {
-            Some(pair) => pair,
+        let (a, b) = match self.known(id) {
+            Some(k) => k.pair,
             None => {
                 let s = self.my_session(me, id).await?;
                 (s.user1, s.user2)
@@ -152,46 +172,19 @@ impl Chat {
     }
 
     /// `CONFLICT` unless session `id` (of `me`) is active, reading the
-    /// store at most every [`Self::ACTIVE_RECHECK`] per session.
+    /// store at most every [`Self::ACTIVE_RECHECK`] per session (a read
+    /// for any other reason counts too).
     async fn ensure_active(&self, me: UserId, id: SessionId) -> ChatResult<()> {
-        let known = self
-            .activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied();
-        let active = match known {
+        let active = match self.known(id).map(|k| k.active_as_of) {
             Some(Some(at)) if at.elapsed() < Self::ACTIVE_RECHECK => true,
             Some(None) => false,
-            _ => {
-                let active = self.my_session(me, id).await?.status == SessionStatus::Active;
-                self.note_activity(id, active);
-                active
-            }
+            _ => self.my_session(me, id).await?.status == SessionStatus::Active,
         };
         if active {
             Ok(())
         } else {
             Err(ChatError::Conflict("the session is not active"))
         }
-    }
-
-    fn note_activity(&self, id: SessionId, active: bool) {
-        let mut known = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= Self::PARTICIPANT_CACHE {
-            known.clear();
-        }
-        let now = active.then(Instant::now);
-        known
-            .entry(id)
-            // Ended is for good: a read that began before an end on this
-            // node must not make the session active again.
-            .and_modify(|state| {
-                if state.is_some() {
-                    *state = now;
-                }
-            })
-            .or_insert(now);
     }
 
     async fn notify(&self, deliveries: Vec<Delivery>, skip: Option<ConnRef>) -> ChatResult<()> {
@@ -652,7 +645,7 @@ impl Chat {
             .store
             .end_session(session, actor.user, Utc::now())
             .await?;
-        self.note_activity(session, false);
+        self.remember(&ended);
         metrics::counter!("io_sessions_ended_total").increment(1);
         if let Some(at) = ended.ended_at {
             let secs = (at - ended.started_at).num_milliseconds().max(0) as f64 / 1000.0;
