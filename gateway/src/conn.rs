@@ -402,10 +402,10 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Drain the send queue to the socket, several frames per write, until the
 /// socket is closed; then send what is still queued (unless the peer is the
-/// reason: a slow consumer) and the close frame.
-/// A write that waits longer than `timeout` for the peer drops the socket:
-/// a write is never abandoned half-way otherwise (a torn frame would corrupt
-/// the stream, and the close frame must follow whole frames).
+/// reason: a slow consumer) and the close frame. A write that waits longer
+/// than `timeout` for the peer drops the socket: a write is never abandoned
+/// half-way otherwise (a torn frame would corrupt the stream, and the close
+/// frame must follow whole frames).
 async fn write_loop(mut w: Writer, control: Arc<Control>, timeout: std::time::Duration) {
     loop {
         let batch = control.take_all();
@@ -419,9 +419,7 @@ async fn write_loop(mut w: Writer, control: Arc<Control>, timeout: std::time::Du
         if let Err(code) = write_batch(&mut w, batch, timeout).await {
             // A peer that takes nothing for the whole timeout is as slow
             // as one whose queue overflows; no close frame can get through.
-            if control.close(code) && code == CLOSE_TOO_SLOW {
-                metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
-            }
+            control.close(code);
             return;
         }
     }

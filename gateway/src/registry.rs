@@ -58,17 +58,20 @@ impl Control {
         }
     }
 
-    /// Ask the writer to close with `code`. The first request wins; `true`
-    /// if this one did.
-    pub fn close(&self, code: u16) -> bool {
-        let won = self
+    /// Ask the writer to close with `code` (the first request wins). A
+    /// socket closed as too slow to read is counted here, once, whichever
+    /// way it was found out (a full queue, a write that timed out).
+    pub fn close(&self, code: u16) {
+        if self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if won {
+            .is_ok()
+        {
+            if code == crate::conn::CLOSE_TOO_SLOW {
+                metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
+            }
             self.closed.cancel();
         }
-        won
     }
 
     pub fn close_code(&self) -> u16 {
@@ -114,8 +117,8 @@ impl Handle {
         if self.control.close_code() != 0 {
             return;
         }
-        if !self.control.enqueue(out) && self.control.close(crate::conn::CLOSE_TOO_SLOW) {
-            metrics::counter!("io_gateway_slow_consumer_closes_total").increment(1);
+        if !self.control.enqueue(out) {
+            self.control.close(crate::conn::CLOSE_TOO_SLOW);
         }
     }
 }
