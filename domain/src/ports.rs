@@ -251,7 +251,8 @@ pub type BusResult<T> = Result<T, BusError>;
 pub struct InboxCursor {
     /// The last entry read; `$` before the first read from [`latest`](Self::latest).
     pub position: String,
-    /// How many reads found such a gap before the envelopes they returned.
+    /// How many reads found such a gap before the envelopes they returned
+    /// (a reader takes it back to 0 once it has acted on them).
     pub gaps: u64,
 }
 

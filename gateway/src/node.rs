@@ -38,7 +38,6 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
     let bus = inner.chat.bus().clone();
     let node = inner.config.node.clone();
     let mut cursor = InboxCursor::latest();
-    let mut gaps = 0;
     let mut backoff = Duration::from_millis(100);
     metrics::gauge!("io_gateway_bus_up").set(1.0);
     loop {
@@ -53,8 +52,7 @@ async fn inbox(inner: Arc<Inner>, stop: CancellationToken) {
                     metrics::gauge!("io_gateway_bus_up").set(1.0);
                 }
                 backoff = Duration::from_millis(100);
-                if cursor.gaps > gaps {
-                    gaps = cursor.gaps;
+                if std::mem::take(&mut cursor.gaps) > 0 {
                     inbox_gap(&inner);
                 }
                 if let Some(last) = envelopes.last() {
