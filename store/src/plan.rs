@@ -33,8 +33,8 @@ pub(crate) struct AppendPlan {
     pub last_seqs: Vec<(SessionId, i64)>,
 }
 
-/// Messages already stored, by `(session, sender, clientMsgId)`.
-pub(crate) type Existing = HashMap<(SessionId, UserId, String), Message>;
+/// Messages already stored, by `(session, sender)` and clientMsgId.
+pub(crate) type Existing = HashMap<(SessionId, UserId), HashMap<String, Message>>;
 
 /// A message for a session that has ended.
 pub(crate) const NOT_ACTIVE: StoreError = StoreError::Conflict("the session is not active");
@@ -96,11 +96,10 @@ pub(crate) fn plan_append(
     let results = answer_batch(batch, |_, m| match sessions.get(&m.session_id) {
         None => Err(StoreError::NotFound),
         Some(s) if s.user1 != m.sender_id && s.user2 != m.sender_id => Err(StoreError::NotFound),
-        Some(s) => match existing.get(&(
-            m.session_id,
-            m.sender_id,
-            m.client_msg_id.as_str().to_owned(),
-        )) {
+        Some(s) => match existing
+            .get(&(m.session_id, m.sender_id))
+            .and_then(|mine| mine.get(m.client_msg_id.as_str()))
+        {
             Some(old) => Ok(old.clone()),
             None if s.status != SessionStatus::Active => Err(NOT_ACTIVE),
             None => {

@@ -561,10 +561,10 @@ impl Store for SqliteStore {
             .map_err(db)?;
             if let Some(r) = row {
                 let old = records::message(&r)?;
-                existing.insert(
-                    (old.session_id, old.sender_id, old.client_msg_id.clone()),
-                    old,
-                );
+                existing
+                    .entry((old.session_id, old.sender_id))
+                    .or_default()
+                    .insert(old.client_msg_id.clone(), old);
             }
         }
         let plan = plan::plan_append(batch, &sessions, &existing);
