@@ -477,9 +477,7 @@ class Live {
       // No session left (ended and rated, perhaps in another tab).
       const wasSearching = this.wasSearching();
       if (this.session) this.clearSession();
-      this.setPhase(wasSearching ? 'searching' : 'idle');
-      // The queue forgets a user whose sockets all closed; ask again.
-      if (wasSearching) this.findMatch();
+      this.resumeSearch(wasSearching);
       return;
     }
     if (session.status === 'active') {
@@ -500,8 +498,7 @@ class Live {
     if ((alreadyRated || skipped === session.id) && !(this.phase === 'ended' && this.isCurrent(session.id))) {
       const wasSearching = this.wasSearching();
       this.clearSession();
-      this.setPhase(wasSearching ? 'searching' : 'idle');
-      if (wasSearching) this.findMatch();
+      this.resumeSearch(wasSearching);
       return;
     }
     this.adoptSession(session);
@@ -522,6 +519,12 @@ class Live {
     } catch {
       return false;
     }
+  }
+
+  /** Idle, or searching again: the queue forgets a user whose sockets all closed. */
+  resumeSearch(wasSearching) {
+    this.setPhase(wasSearching ? 'searching' : 'idle');
+    if (wasSearching) this.findMatch();
   }
 
   /** Keep this tab's searching flag in step with the phase. */
