@@ -10,6 +10,7 @@
 //   IO_E2E_SCREENSHOTS  where screenshots go
 
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -43,7 +44,23 @@ export function uniqueEmail(tag) {
   return `${tag}-${RUN}@e2e.example.com`;
 }
 
-export async function launchBrowser() {
+/**
+ * One browser for the test file that calls this: launched before its first
+ * test, closed after its last. Call it at the top of the file; it returns a
+ * getter, as the browser exists only once `before` has run.
+ */
+export function browserForFile() {
+  let browser;
+  before(async () => {
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  return () => browser;
+}
+
+async function launchBrowser() {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

@@ -4,14 +4,14 @@
 // end of the chat and a rating on each side.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   TEST_MS,
   assertHealthy,
+  browserForFile,
   closeAll,
   eventually,
   h1Text,
-  launchBrowser,
   pairUp,
   readyUser,
   seeHidden,
@@ -21,13 +21,7 @@ import {
   shownMessages,
 } from '../lib/harness.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = browserForFile();
 
 /** `from` types `text` slowly; `to` sees "<alias> is typing", then the message, then no indicator. */
 async function chatLine(from, to, text) {
@@ -47,10 +41,10 @@ test('two people sign in by mail, match, chat, reveal, end and rate', { timeout:
   let dude;
   let girl;
   try {
-    dude = await readyUser(browser, 'story-dude', 'dude', {
+    dude = await readyUser(browser(), 'story-dude', 'dude', {
       card: { realName: 'Dario Dude', details: 'Second year, physics', revealEmail: true },
     });
-    girl = await readyUser(browser, 'story-girl', 'girl', {
+    girl = await readyUser(browser(), 'story-girl', 'girl', {
       card: { realName: 'Gina Girl', details: 'Plays the cello' },
     });
 

@@ -3,13 +3,13 @@
 // was gone appears after it.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   TEST_MS,
   assertHealthy,
+  browserForFile,
   closeAll,
   eventually,
-  launchBrowser,
   pairUp,
   readyUser,
   seeMessage,
@@ -19,13 +19,7 @@ import {
   typeAndSend,
 } from '../lib/harness.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = browserForFile();
 
 /** Expected bubbles as `reader` sees them: [seq, text, mine]. */
 function expected(log, reader) {
@@ -46,7 +40,7 @@ test('a reload mid-chat shows every message once, in order, including those sent
     // also deliver every message twice, as an at-least-once path may.
     const swallow = new Set();
     let deliverTwice = false;
-    ann = await readyUser(browser, 'reload-ann', 'girl', {
+    ann = await readyUser(browser(), 'reload-ann', 'girl', {
       setup: (u) =>
         u.context.routeWebSocket(/\/ws$/, (ws) => {
           const server = ws.connectToServer();
@@ -63,7 +57,7 @@ test('a reload mid-chat shows every message once, in order, including those sent
           });
         }),
     });
-    bob = await readyUser(browser, 'reload-bob', 'dude');
+    bob = await readyUser(browser(), 'reload-bob', 'dude');
     await pairUp(ann, bob);
 
     /** [sender name, text] in commit order. */

@@ -2,12 +2,12 @@
 // literal characters, no element is created from it and no script runs.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   TEST_MS,
   assertHealthy,
+  browserForFile,
   closeAll,
-  launchBrowser,
   pairUp,
   readyUser,
   seeMessage,
@@ -16,13 +16,7 @@ import {
   typeAndSend,
 } from '../lib/harness.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = browserForFile();
 
 const PAYLOAD = '<img src=x onerror=alert(1)>';
 const CARD_PAYLOAD = '<img src=y onerror=alert(2)><b>bold?</b>';
@@ -42,8 +36,8 @@ test('markup in messages and identity cards is shown as literal text', { timeout
   let eve;
   let joe;
   try {
-    eve = await readyUser(browser, 'xss-eve', 'girl', { card: { realName: 'Eve', details: CARD_PAYLOAD } });
-    joe = await readyUser(browser, 'xss-joe', 'dude', { card: { realName: 'Joe', details: 'nothing to see' } });
+    eve = await readyUser(browser(), 'xss-eve', 'girl', { card: { realName: 'Eve', details: CARD_PAYLOAD } });
+    joe = await readyUser(browser(), 'xss-joe', 'dude', { card: { realName: 'Joe', details: 'nothing to see' } });
     await pairUp(eve, joe);
 
     await typeAndSend(eve, PAYLOAD);

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { DESKTOP, PHONE, SCREENSHOTS, TEST_MS, launchBrowser } from '../lib/harness.mjs';
+import { before, test } from 'node:test';
+import { DESKTOP, PHONE, SCREENSHOTS, TEST_MS, browserForFile } from '../lib/harness.mjs';
 import { SCREENS, tour } from '../lib/tour.mjs';
 
 const SIZES = [
@@ -15,13 +15,9 @@ const SIZES = [
   ['phone', PHONE],
 ];
 
-let browser;
+const browser = browserForFile();
 before(async () => {
-  browser = await launchBrowser();
   await mkdir(SCREENSHOTS, { recursive: true });
-});
-after(async () => {
-  await browser?.close();
 });
 
 /** Width and height from a PNG's IHDR chunk. */
@@ -44,7 +40,7 @@ async function toTop(page) {
 test('screenshots of every screen at desktop and phone width', { timeout: TEST_MS }, async (t) => {
   const written = [];
   const overflow = [];
-  await tour(browser, 'shots', async (user, screen) => {
+  await tour(browser(), 'shots', async (user, screen) => {
     const { page } = user;
     const index = String(SCREENS.indexOf(screen) + 1).padStart(2, '0');
     assert.notEqual(index, '00', `unknown screen ${screen}`);

@@ -4,17 +4,11 @@
 // announced through it, and focus lands somewhere after a screen change.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { TEST_MS, eventually, launchBrowser } from '../lib/harness.mjs';
+import { test } from 'node:test';
+import { TEST_MS, browserForFile, eventually } from '../lib/harness.mjs';
 import { SCREENS, tour } from '../lib/tour.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = browserForFile();
 
 /** What the live region must have said by the time a screen is shown. */
 const ANNOUNCED = {
@@ -82,7 +76,7 @@ test('every screen: named controls, one h1, a live region that speaks, focus pla
   const visited = [];
 
   await tour(
-    browser,
+    browser(),
     'a11y',
     async (user, screen) => {
       visited.push(screen);

@@ -3,24 +3,18 @@
 // holds the user), and going offline says so at once and reconnects when
 // the network is back.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
   TEST_MS,
   assertHealthy,
+  browserForFile,
   closeAll,
   eventually,
-  launchBrowser,
   readyUser,
   seeVisible,
 } from '../lib/harness.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = browserForFile();
 
 const status = (user) => user.page.getByTestId('connection-status').getAttribute('data-state');
 
@@ -28,8 +22,8 @@ test('a reload while searching goes on searching; offline and back reconnects', 
   let dan;
   let gia;
   try {
-    dan = await readyUser(browser, 'resilient-dan', 'dude');
-    gia = await readyUser(browser, 'resilient-gia', 'girl');
+    dan = await readyUser(browser(), 'resilient-dan', 'dude');
+    gia = await readyUser(browser(), 'resilient-gia', 'girl');
 
     await dan.page.getByTestId('find-match').click();
     await seeVisible(dan.page.getByTestId('cancel-search'));
