@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::*;
 use io_auth::Tokens;
-use io_domain::types::Gender;
+use io_domain::model::Envelope;
+use io_domain::ports::Bus;
+use io_domain::types::{Gender, NodeId, UserId};
 use serde_json::json;
 
 struct Proc {
@@ -281,30 +283,20 @@ async fn a_gateway_behind_its_inbox_cap_reconnects_its_sockets() {
     // While the node is paused, more envelopes than its inbox keeps arrive
     // (for nobody here, and past re-routing): it cannot have read the oldest.
     g.signal("STOP");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let bus = io_bus::RedisBus::connect(&redis_url(), &c.prefix)
         .await
         .unwrap();
-    let inbox = format!("{}:{{n:gw-gap}}:inbox", c.prefix);
-    let envelope = json!({
-        "to": uuid::Uuid::new_v4(), "at_ms": 0, "hops": 1, "frame": "{}"
-    })
-    .to_string();
+    let node = NodeId("gw-gap".into());
+    let envelope = Envelope {
+        to: UserId::new(),
+        skip: None,
+        at_ms: 0,
+        hops: 1,
+        frame: "{}".into(),
+    };
+    let batch = vec![(node.clone(), envelope); 5_000];
     for _ in 0..(io_bus::INBOX_CAP + 5_000) / 5_000 {
-        let mut pipe = redis::pipe();
-        for _ in 0..5_000 {
-            pipe.cmd("XADD")
-                .arg(&inbox)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(io_bus::INBOX_CAP)
-                .arg("*")
-                .arg("e")
-                .arg(&envelope)
-                .ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.unwrap();
+        bus.publish(&batch).await.unwrap();
     }
     g.signal("CONT");
 
@@ -326,10 +318,7 @@ async fn a_gateway_behind_its_inbox_cap_reconnects_its_sockets() {
     // The node itself goes on: the same user joins it again.
     let (_a, hello) = Ws::join(&g.ws(), &alice.token).await;
     assert_eq!(hello["node"], "gw-gap");
-    let _ = redis::cmd("DEL")
-        .arg(&inbox)
-        .query_async::<()>(&mut conn)
-        .await;
+    let _ = bus.drop_inbox(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
