@@ -13,7 +13,7 @@ use io_protocol::{encode, OnlineCountData, ServerEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{now_ms, CLOSE_GOING_AWAY, CLOSE_SHUTTING_DOWN};
-use crate::registry::{Handle, Out};
+use crate::registry::{Handle, Out, SHARDS};
 use crate::Inner;
 
 pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
@@ -195,25 +195,48 @@ async fn reroute_stale(inner: &Inner, lost: Vec<Envelope>) {
     }
 }
 
-/// Keep this node's users present; a crashed node's users expire.
+/// A timer that steps through the registry's shards so that each comes
+/// round once per `period`: periodic work on every socket is spread over
+/// the period instead of landing on the node (and on Redis, and on the
+/// clients) all at once.
+fn shard_steps(period: Duration) -> tokio::time::Interval {
+    let step = (period / SHARDS as u32).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Keep this node's users present, a shard at a time, each user once per
+/// heartbeat; a crashed node's users expire.
 async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(inner.config.heartbeat);
-    loop {
+    let mut tick = shard_steps(inner.config.heartbeat);
+    let mut failing = false;
+    for shard in (0..SHARDS).cycle() {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let users = inner.registry.users();
+        let users = inner.registry.users_in_shard(shard);
         if users.is_empty() {
             continue;
         }
-        if let Err(e) = inner
+        match inner
             .chat
             .bus()
             .presence_refresh(&inner.config.node, &users, inner.config.presence_ttl)
             .await
         {
-            tracing::warn!(error = %e, "presence heartbeat failed");
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("presence heartbeat recovered");
+            }
+            Ok(()) => {}
+            // Once per outage, not once per shard.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "presence heartbeat failed");
+            }
+            Err(e) => tracing::debug!(error = %e, "presence heartbeat failed"),
         }
     }
 }
@@ -246,18 +269,20 @@ async fn online_count(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Ping every socket each interval; close those silent for two.
+/// Ping every socket once per interval, a shard at a time (a node with
+/// many sockets never pings them all in the same instant); close those
+/// silent for two intervals.
 async fn pings(inner: Arc<Inner>, stop: CancellationToken) {
     let interval = inner.config.ping_interval;
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = shard_steps(interval);
     tick.tick().await;
-    loop {
+    for shard in (0..SHARDS).cycle() {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let deadline = now_ms().saturating_sub(2 * interval.as_millis() as u64);
-        for socket in inner.registry.all() {
+        for socket in inner.registry.sockets_in_shard(shard) {
             if socket.control.last_seen_ms.load(Ordering::Relaxed) < deadline {
                 socket.control.close(CLOSE_GOING_AWAY);
             } else {

@@ -123,7 +123,9 @@ impl Handle {
     }
 }
 
-const SHARDS: usize = 64;
+/// Sockets are kept in this many shards by user; periodic work (pings,
+/// presence heartbeats) walks them one shard per step.
+pub const SHARDS: usize = 64;
 
 #[derive(Default)]
 struct Shard {
@@ -214,6 +216,29 @@ impl Registry {
             );
         }
         out
+    }
+
+    /// The users of one shard (`0..SHARDS`).
+    pub fn users_in_shard(&self, shard: usize) -> Vec<UserId> {
+        self.shards[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .users
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The sockets of one shard (`0..SHARDS`).
+    pub fn sockets_in_shard(&self, shard: usize) -> Vec<Handle> {
+        self.shards[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .users
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Every socket here.
