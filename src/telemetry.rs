@@ -289,6 +289,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
             "slow_consumer",
             "ping_timeout",
             "shutdown",
+            "protocol_error",
             "error",
         ] {
             counter!("io_gateway_disconnects_total", "reason" => reason).absolute(0);

@@ -32,6 +32,15 @@ async fn bad_joins_are_closed_with_4401() {
     )
     .await;
     assert_eq!(ws.expect_close().await, 4401);
+    // A well-signed token of a user the database does not know.
+    let mut ws = Ws::open(&app.ws()).await;
+    let stranger = app.tokens.issue_access(io_domain::types::UserId::new());
+    ws.send("join", json!({ "token": stranger }), None).await;
+    assert_eq!(ws.expect_close().await, 4401);
+    let (status, body) = Rest::new(&app.http(), &stranger)
+        .get("/api/chat/current-session")
+        .await;
+    assert_eq!((status, &body["error"]["code"]), (401, &json!("UNAUTHORIZED")));
     // Any other first frame.
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let mut ws = Ws::open(&app.ws()).await;
@@ -282,4 +291,226 @@ async fn shutdown_drains_sockets_with_1012() {
     tokio::time::timeout(Duration::from_secs(30), app.running.wait())
         .await
         .expect("the role exits within the drain bound");
+}
+
+/// A WebSocket spoken byte by byte, to send what no client library would.
+struct Wire {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+const FIN: u8 = 0x80;
+const TEXT: u8 = 0x1;
+const CONT: u8 = 0x0;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+impl Wire {
+    async fn open(app: &App) -> Wire {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(common::addr_of(&app.http()))
+            .await
+            .unwrap();
+        let request = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "upgrade answered");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        assert!(buf.starts_with(b"HTTP/1.1 101"), "upgraded");
+        Wire {
+            tcp,
+            buf: buf.split_off(end),
+        }
+    }
+
+    /// One frame: `head` is FIN/RSV bits and opcode; masked unless told.
+    async fn frame(&mut self, head: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp
+            .write_all(&Self::encode(head, payload, masked))
+            .await
+            .unwrap();
+    }
+
+    fn encode(head: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mask_bit = if masked { 0x80 } else { 0 };
+        let mut out = vec![head];
+        match payload.len() {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [0x12, 0x34, 0x56, 0x78];
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    /// The next frame from the server: (opcode, payload).
+    async fn next(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let (len, at) = match self.buf[1] & 0x7F {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    126 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= at + len {
+                    let opcode = self.buf[0] & 0x0F;
+                    let payload = self.buf[at..at + len].to_vec();
+                    self.buf.drain(..at + len);
+                    return (opcode, payload);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+                .await
+                .expect("a frame within the wait")
+                .unwrap();
+            assert!(n > 0, "the server ended the stream without a close frame");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next text frame as JSON, skipping `online_count`.
+    async fn event(&mut self) -> serde_json::Value {
+        loop {
+            let (opcode, payload) = self.next().await;
+            assert_eq!(opcode, TEXT, "a text frame");
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            if v["type"] != "online_count" {
+                return v;
+            }
+        }
+    }
+
+    /// Read until the server's close frame; its code.
+    async fn close_code(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self.next().await;
+            if opcode == CLOSE {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    }
+
+    async fn join(app: &App, token: &str) -> Wire {
+        let mut wire = Wire::open(app).await;
+        let join = json!({"type": "join", "data": {"token": token}}).to_string();
+        wire.frame(FIN | TEXT, join.as_bytes(), true).await;
+        assert_eq!(wire.event().await["type"], "connected");
+        wire
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_may_follow_pings_and_come_in_fragments() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let mut wire = Wire::open(&app).await;
+    wire.frame(FIN | PING, b"hello", true).await;
+    assert_eq!(wire.next().await, (PONG, b"hello".to_vec()));
+    wire.frame(FIN | PONG, b"", true).await;
+    let join = json!({"type": "join", "data": {"token": user.token}, "ref": "j1"}).to_string();
+    let (first, rest) = join.as_bytes().split_at(10);
+    wire.frame(TEXT, first, true).await;
+    wire.frame(FIN | CONT, rest, true).await;
+    let connected = wire.event().await;
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(
+        connected["ref"], "j1",
+        "the answer to `join` carries its ref"
+    );
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_break_the_protocol_are_closed_with_1002_or_1007() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let ping = json!({"type": "cancel_search", "data": {}}).to_string();
+    let cases: [(&str, Vec<Vec<u8>>, u16); 6] = [
+        (
+            "a reserved bit",
+            vec![Wire::encode(FIN | 0x40 | TEXT, ping.as_bytes(), true)],
+            1002,
+        ),
+        (
+            "an unmasked frame",
+            vec![Wire::encode(FIN | TEXT, ping.as_bytes(), false)],
+            1002,
+        ),
+        (
+            "a continuation of nothing",
+            vec![Wire::encode(FIN | CONT, b"x", true)],
+            1002,
+        ),
+        (
+            "a new message inside a fragmented one",
+            vec![
+                Wire::encode(TEXT, b"{\"type\":", true),
+                Wire::encode(FIN | TEXT, ping.as_bytes(), true),
+            ],
+            1002,
+        ),
+        (
+            "text that is not UTF-8, in fragments",
+            vec![
+                Wire::encode(TEXT, b"\xff", true),
+                Wire::encode(FIN | CONT, b"\xfe", true),
+            ],
+            1007,
+        ),
+        (
+            "a close with a code no peer may send",
+            vec![Wire::encode(FIN | CLOSE, &999u16.to_be_bytes(), true)],
+            1002,
+        ),
+    ];
+    for (what, frames, code) in cases {
+        let mut wire = Wire::join(&app, &user.token).await;
+        use tokio::io::AsyncWriteExt;
+        wire.tcp.write_all(&frames.concat()).await.unwrap();
+        assert_eq!(wire.close_code().await, code, "{what}");
+    }
+    // The user can still come back.
+    let (ws, _) = Ws::join(&app.ws(), &user.token).await;
+    ws.close().await;
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_pings_or_binary_frames_are_closed_with_4429() {
+    let app = App::start(&["--limit-socket-events-per-second", "2"]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    for head in [FIN | PING, FIN | BINARY] {
+        let mut wire = Wire::join(&app, &user.token).await;
+        let flood: Vec<u8> = (0..300)
+            .flat_map(|_| Wire::encode(head, b"x", true))
+            .collect();
+        use tokio::io::AsyncWriteExt;
+        wire.tcp.write_all(&flood).await.unwrap();
+        assert_eq!(wire.close_code().await, 4429, "flood of opcode {head:#x}");
+    }
+    app.running.shutdown.cancel();
 }

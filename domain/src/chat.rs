@@ -387,7 +387,9 @@ impl Chat {
                 self.remember(&s);
                 Ok(Some(self.session_view(&s, me, true).await?))
             }
-            None => Ok(None),
+            // No session is no answer for a user the database does not
+            // know (a token outliving its account): that is not signed in.
+            None => self.user(me).await.map(|_| None),
         }
     }
 

@@ -28,8 +28,15 @@ pub const CLOSE_NOT_AUTHENTICATED: u16 = 4401;
 pub const CLOSE_JOIN_TIMEOUT: u16 = 4408;
 pub const CLOSE_TOO_LARGE: u16 = 4413;
 pub const CLOSE_RATE_LIMITED: u16 = 4429;
+/// Frames that break RFC 6455 (reserved bits, bad fragmentation, an
+/// unmasked client frame, an invalid close code).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// A text message that is not UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Never sent: marks a socket whose peer vanished mid-write.
 const CLOSE_ABNORMAL: u16 = 1006;
+/// Pings and pongs tolerated before `join`.
+const CONTROL_BEFORE_JOIN: u32 = 16;
 
 type Io = TokioIo<Upgraded>;
 type Reader = fastwebsockets::WebSocketRead<ReadHalf<Io>>;
@@ -54,8 +61,8 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
 
     // The one-off steps are boxed so their state does not stay in this
     // task's future for the socket's whole life.
-    let user = match Box::pin(join(&inner, &mut read)).await {
-        Ok(user) => user,
+    let (user, reference) = match Box::pin(join(&inner, &mut read, &mut w)).await {
+        Ok(joined) => joined,
         Err(code) => {
             let reason = close_reason_label(code, true);
             metrics::counter!("io_gateway_disconnects_total", "reason" => reason).increment(1);
@@ -78,13 +85,21 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     };
 
     // `connected` is the first frame the client sees.
-    let active = match Box::pin(connected_frame(&inner, user)).await {
+    let active = match Box::pin(connected_frame(&inner, user, reference.as_deref())).await {
         Ok((frame, active)) => {
             handle.push(Out::Text {
                 payload: frame,
                 at_ms: None,
             });
             active
+        }
+        Err(ChatError::Unauthorized) => {
+            // A well-signed token for a user the database does not know (a
+            // database restored without its signing key changing).
+            metrics::counter!("io_gateway_disconnects_total", "reason" => "auth_failed")
+                .increment(1);
+            let _ = write_close(&mut w, CLOSE_NOT_AUTHENTICATED).await;
+            return;
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot build `connected`");
@@ -135,28 +150,72 @@ async fn linger(read: &mut Reader) {
     .await;
 }
 
-/// Wait for `join {token}`; any other outcome is a close code.
-async fn join(inner: &Inner, read: &mut Reader) -> Result<UserId, u16> {
-    let mut send = no_send;
-    let frame = tokio::time::timeout(inner.config.join_timeout, read.read_frame(&mut send))
-        .await
-        .map_err(|_| CLOSE_JOIN_TIMEOUT)?
-        .map_err(|e| match e {
-            WebSocketError::FrameTooLarge => CLOSE_TOO_LARGE,
-            _ => CLOSE_NOT_AUTHENTICATED,
-        })?;
-    if frame.opcode != OpCode::Text || !frame.fin {
-        return Err(CLOSE_NOT_AUTHENTICATED);
-    }
-    let text = std::str::from_utf8(&frame.payload).map_err(|_| CLOSE_NOT_AUTHENTICATED)?;
-    let Ok((ClientEvent::Join(JoinData { token }), _)) = decode(text) else {
+/// Wait for `join {token}` (and the `ref` it carries); any other outcome is
+/// a close code.
+async fn join(
+    inner: &Inner,
+    read: &mut Reader,
+    w: &mut Writer,
+) -> Result<(UserId, Option<String>), u16> {
+    let text = tokio::time::timeout(
+        inner.config.join_timeout,
+        first_message(read, w, inner.config.max_message_bytes),
+    )
+    .await
+    .map_err(|_| CLOSE_JOIN_TIMEOUT)??;
+    let Ok((ClientEvent::Join(JoinData { token }), reference)) = decode(&text) else {
         return Err(CLOSE_NOT_AUTHENTICATED);
     };
     let user = inner
         .tokens
         .verify_access(&token)
         .map_err(|_| CLOSE_NOT_AUTHENTICATED)?;
-    Ok(user)
+    Ok((user, reference))
+}
+
+/// The first whole text message, its fragments put together; pings
+/// before it are answered and pongs skipped (a few of them only).
+async fn first_message(read: &mut Reader, w: &mut Writer, max: usize) -> Result<String, u16> {
+    let mut send = no_send;
+    let mut text: Option<Vec<u8>> = None;
+    let mut control = 0u32;
+    loop {
+        let frame = read.read_frame(&mut send).await.map_err(|e| match e {
+            WebSocketError::FrameTooLarge => CLOSE_TOO_LARGE,
+            _ => CLOSE_NOT_AUTHENTICATED,
+        })?;
+        let fin = frame.fin;
+        match (frame.opcode, text.as_mut()) {
+            (OpCode::Ping | OpCode::Pong, _) => {
+                control += 1;
+                if control > CONTROL_BEFORE_JOIN {
+                    return Err(CLOSE_NOT_AUTHENTICATED);
+                }
+                if frame.opcode == OpCode::Ping {
+                    let mut buf = Vec::new();
+                    encode_out(
+                        &Out::Pong(Bytes::copy_from_slice(&frame.payload)),
+                        &mut buf,
+                        &mut Vec::new(),
+                    );
+                    w.write_all(&buf).await.map_err(|_| CLOSE_ABNORMAL)?;
+                }
+                continue;
+            }
+            (OpCode::Text, None) => text = Some(frame.payload.to_vec()),
+            (OpCode::Continuation, Some(buf)) => {
+                buf.extend_from_slice(&frame.payload);
+                if buf.len() > max {
+                    return Err(CLOSE_TOO_LARGE);
+                }
+            }
+            _ => return Err(CLOSE_NOT_AUTHENTICATED),
+        }
+        if fin {
+            let bytes = text.take().unwrap_or_default();
+            return String::from_utf8(bytes).map_err(|_| CLOSE_NOT_AUTHENTICATED);
+        }
+    }
 }
 
 /// The `connected` frame, and the user's active session with its partner
@@ -164,6 +223,7 @@ async fn join(inner: &Inner, read: &mut Reader) -> Result<UserId, u16> {
 async fn connected_frame(
     inner: &Inner,
     user: UserId,
+    reference: Option<&str>,
 ) -> Result<(Bytes, Option<(SessionId, UserId)>), ChatError> {
     let arrival = inner.arrivals.load(user).await?;
     let mut online = inner.online.load(Ordering::Relaxed);
@@ -182,7 +242,7 @@ async fn connected_frame(
         online_count: online.max(1),
         session: arrival.session,
     });
-    Ok((Bytes::from(encode(&event, None)), arrival.active))
+    Ok((Bytes::from(encode(&event, reference)), arrival.active))
 }
 
 async fn no_send(_: Frame<'_>) -> Result<(), std::convert::Infallible> {
@@ -216,53 +276,55 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
         };
         let frame = match frame {
             Ok(f) => f,
-            Err(WebSocketError::FrameTooLarge) => {
-                me.control.close(CLOSE_TOO_LARGE);
+            Err(e) => {
+                if let Some(code) = error_close_code(&e) {
+                    me.control.close(code);
+                }
                 return None;
             }
-            Err(_) => return None,
         };
         me.control.last_seen_ms.store(now_ms(), Ordering::Relaxed);
         metrics::counter!("io_gateway_frames_in_total").increment(1);
         metrics::counter!("io_gateway_bytes_in_total").increment(frame.payload.len() as u64);
-        let text: Vec<u8> = match frame.opcode {
-            OpCode::Close => {
-                let code = if frame.payload.len() >= 2 {
-                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
-                } else {
-                    CLOSE_NORMAL
-                };
-                return Some(code);
+        if frame.opcode == OpCode::Close {
+            return Some(peer_close_code(&frame.payload));
+        }
+        // Every other frame spends from the budget, pings and fragments
+        // too: a flood of any kind ends in 4429, not in a full send queue.
+        let within = bucket.check().is_ok();
+        if !within {
+            strikes += 1;
+            metrics::counter!("io_rate_limited_total", "limit" => "socket").increment(1);
+            if strikes >= inner.config.abuse_strikes {
+                me.control.close(CLOSE_RATE_LIMITED);
+                return None;
             }
-            OpCode::Ping => {
-                me.push(Out::Pong(Bytes::copy_from_slice(&frame.payload)));
+        }
+        let text: Vec<u8> = match (frame.opcode, fragments.as_mut()) {
+            (OpCode::Ping, _) => {
+                if within {
+                    me.push(Out::Pong(Bytes::copy_from_slice(&frame.payload)));
+                }
                 continue;
             }
-            OpCode::Pong => continue,
-            OpCode::Binary => {
-                send_error(
-                    me,
-                    None,
-                    "VALIDATION_ERROR",
-                    "binary frames are not supported",
-                );
-                continue;
-            }
-            OpCode::Text if frame.fin => frame.payload.to_vec(),
-            OpCode::Text => {
-                fragments = Some(frame.payload.to_vec());
-                continue;
-            }
-            OpCode::Continuation => {
-                let Some(buf) = fragments.as_mut() else {
+            (OpCode::Pong, _) => continue,
+            (OpCode::Binary, None) => {
+                if within {
                     send_error(
                         me,
                         None,
                         "VALIDATION_ERROR",
-                        "unexpected continuation frame",
+                        "binary frames are not supported",
                     );
-                    continue;
-                };
+                }
+                continue;
+            }
+            (OpCode::Text, None) if frame.fin => frame.payload.to_vec(),
+            (OpCode::Text, None) => {
+                fragments = Some(frame.payload.to_vec());
+                continue;
+            }
+            (OpCode::Continuation, Some(buf)) => {
                 buf.extend_from_slice(&frame.payload);
                 if buf.len() > inner.config.max_message_bytes {
                     me.control.close(CLOSE_TOO_LARGE);
@@ -273,18 +335,18 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 }
                 fragments.take().unwrap_or_default()
             }
-        };
-        let Ok(text) = String::from_utf8(text) else {
-            send_error(me, None, "VALIDATION_ERROR", "text frames must be UTF-8");
-            continue;
-        };
-        if bucket.check().is_err() {
-            strikes += 1;
-            metrics::counter!("io_rate_limited_total", "limit" => "socket").increment(1);
-            if strikes >= inner.config.abuse_strikes {
-                me.control.close(CLOSE_RATE_LIMITED);
+            // A continuation with nothing to continue, or a new message
+            // before the last one's final fragment.
+            _ => {
+                me.control.close(CLOSE_PROTOCOL_ERROR);
                 return None;
             }
+        };
+        let Ok(text) = String::from_utf8(text) else {
+            me.control.close(CLOSE_INVALID_DATA);
+            return None;
+        };
+        if !within {
             // Parsed once, only to answer with the frame's `ref`.
             let reference = match decode(&text) {
                 Ok((_, reference)) => reference,
@@ -296,6 +358,37 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
         // Boxed: the handling future is large and exists only while a frame
         // is being handled, so an idle socket's task stays small.
         Box::pin(handle_text(inner, me, &actor, &text)).await;
+    }
+}
+
+/// The close code for a frame the reader refused; `None` when the peer is
+/// simply gone.
+fn error_close_code(e: &WebSocketError) -> Option<u16> {
+    match e {
+        WebSocketError::FrameTooLarge => Some(CLOSE_TOO_LARGE),
+        WebSocketError::InvalidUTF8 => Some(CLOSE_INVALID_DATA),
+        WebSocketError::IoError(_)
+        | WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed => None,
+        _ => Some(CLOSE_PROTOCOL_ERROR),
+    }
+}
+
+/// The code of the peer's close frame, as the close is answered: 1000 when
+/// it has none, 1002 when it is malformed or not one a peer may send.
+fn peer_close_code(payload: &[u8]) -> u16 {
+    match payload {
+        [] => CLOSE_NORMAL,
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if allowed && std::str::from_utf8(reason).is_ok() {
+                code
+            } else {
+                CLOSE_PROTOCOL_ERROR
+            }
+        }
+        [_] => CLOSE_PROTOCOL_ERROR,
     }
 }
 
@@ -507,6 +600,8 @@ async fn write_close(w: &mut Writer, code: u16) -> std::io::Result<()> {
         CLOSE_TOO_SLOW => b"too slow to read",
         CLOSE_SHUTTING_DOWN => b"node shutting down",
         CLOSE_GOING_AWAY => b"going away",
+        CLOSE_PROTOCOL_ERROR => b"protocol error",
+        CLOSE_INVALID_DATA => b"invalid UTF-8",
         _ => b"",
     };
     let mut frame = Frame::close(code, reason);
@@ -533,6 +628,7 @@ fn close_reason_label(code: u16, by_server: bool) -> &'static str {
         CLOSE_JOIN_TIMEOUT => "join_timeout",
         CLOSE_TOO_LARGE => "too_large",
         CLOSE_RATE_LIMITED => "rate_limited",
+        CLOSE_PROTOCOL_ERROR | CLOSE_INVALID_DATA => "protocol_error",
         _ => "error",
     }
 }

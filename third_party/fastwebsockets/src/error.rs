@@ -30,6 +30,9 @@ pub enum WebSocketError {
   PingFrameTooLarge,
   #[error("Frame too large")]
   FrameTooLarge,
+  /// IO: a client frame without a mask.
+  #[error("Client frames must be masked")]
+  UnmaskedFrame,
   #[error("Sec-Websocket-Version must be 13")]
   InvalidSecWebsocketVersion,
   #[error("Invalid value")]

@@ -691,6 +691,11 @@ impl ReadHalf {
 
     let opcode = frame::OpCode::try_from(self.buffer[0] & 0b00001111)?;
     let masked = self.buffer[1] & 0b10000000 != 0;
+    // IO: a server must close on a client frame without a mask (RFC 6455
+    // 5.1); upstream accepts it.
+    if self.role == Role::Server && !masked {
+      return Err(WebSocketError::UnmaskedFrame);
+    }
 
     let length_code = self.buffer[1] & 0x7F;
     let extra = match length_code {
