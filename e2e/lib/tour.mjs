@@ -96,7 +96,10 @@ export async function tour(browser, tag, onScreen, { setup = async () => {} } = 
     await seeText(dude.page.getByTestId('identity-card-partner'), 'Tara Tour');
     await onScreen(girl, 'identity-cards');
 
+    // Two presses, not a double click (that counts as one).
     await girl.page.getByTestId('end-session').click();
+    await seeText(girl.page.getByTestId('end-session'), 'End chat?');
+    await new Promise((r) => setTimeout(r, 500));
     await girl.page.getByTestId('end-session').click();
     await seeVisible(dude.page.getByTestId('rate-4'));
     await seeText(dude.page.getByTestId('ended-by'), `${girl.alias} ended the chat.`);

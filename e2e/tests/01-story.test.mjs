@@ -114,19 +114,25 @@ test('two people sign in by mail, match, chat, reveal, end and rate', { timeout:
     }
 
     // The dude ends it; both land on the rating screen with the cards.
-    // End takes two presses: the first only arms the button.
+    // End takes two presses: the first only arms the button, and a double
+    // click is one press.
     const end = dude.page.getByTestId('end-session');
-    await end.click();
+    await end.dblclick();
     await seeText(end, 'End chat?');
     await new Promise((r) => setTimeout(r, 500));
     for (const u of [dude, girl]) {
       assert.equal(await u.page.getByTestId('rate-1').count(), 0, `${u.name}: one press ends nothing`);
     }
+    // His goodbye goes out just before the end: she still gets to read it.
+    await dude.page.getByTestId('message-input').fill('gotta run, bye!');
+    await dude.page.getByTestId('message-input').press('Enter');
     await end.click();
     for (const u of [dude, girl]) {
       await seeVisible(u.page.getByTestId('rate-1'));
       assert.equal(await h1Text(u.page), 'Chat ended');
       await seeVisible(u.page.getByTestId('identity-card-partner'));
+      await seeText(u.page.getByTestId('transcript'), 'gotta run, bye!');
+      assert.equal(await u.page.getByTestId('transcript-message').count(), 4, `${u.name}: the whole conversation`);
     }
     await seeText(dude.page.getByTestId('ended-by'), `You ended the chat with ${girl.alias}.`);
     await seeText(girl.page.getByTestId('ended-by'), `${dude.alias} ended the chat.`);

@@ -179,9 +179,18 @@ function updateChrome() {
 
 let toastTimer = 0;
 
-/** Show a short notice (errors from the server, lost connection). */
-function toast(message) {
+const toastAction = toastEl.querySelector('.toast-action');
+let toastRun = null;
+
+/**
+ * Show a short notice (errors from the server, lost connection), with an
+ * optional button (`action: {label, run}`).
+ */
+function toast(message, { action = null } = {}) {
   toastEl.querySelector('.toast-text').textContent = message;
+  toastAction.hidden = !action;
+  toastAction.textContent = action?.label ?? '';
+  toastRun = action?.run ?? null;
   toastEl.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => {
@@ -191,6 +200,10 @@ function toast(message) {
 
 toastEl.querySelector('.toast-close').addEventListener('click', () => {
   toastEl.hidden = true;
+});
+toastAction.addEventListener('click', () => {
+  toastEl.hidden = true;
+  toastRun?.();
 });
 
 const FRIENDLY = {
@@ -236,6 +249,17 @@ live.on('user', (user) => {
 live.on('error', (err) => {
   toast(friendly(err));
   if (err?.action === 'find_match' && err.code === 'CONFLICT') live.resync();
+});
+// Away from the chat (on the profile page) the chat still happens: say so.
+const partnerAlias = () => live.session?.partner?.alias || 'Your stranger';
+const backToChat = { label: 'Back to chat', run: () => navigate('/app') };
+live.on('messages', ({ added = [] } = {}) => {
+  if (path() === '/app' || !added.some((m) => !m.isMe)) return;
+  toast(`New message from ${partnerAlias()}.`, { action: backToChat });
+});
+live.on('ended', ({ endedBy } = {}) => {
+  if (path() === '/app' || endedBy === 'me') return;
+  toast(`${partnerAlias()} ended the chat.`, { action: backToChat });
 });
 live.on('auth-lost', () => {
   me = null;

@@ -22,6 +22,8 @@ const COMPACT_QUERY = '(max-width: 30rem), (max-height: 36rem)';
 const LEFT_GRACE_MS = 4000;
 /** How long a first press of End waits for the second. */
 const END_CONFIRM_MS = 4000;
+/** A second press sooner than this is the same press (a double click). */
+const END_DOUBLE_MS = 400;
 
 export function mount(root, ctx) {
   const { live } = ctx;
@@ -76,7 +78,7 @@ function identityCard(card, title, testid) {
     { class: 'id-card', 'data-testid': testid },
     h('h2', {}, title),
     rows.length
-      ? h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))
+      ? h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', { dir: 'auto' }, v)]))
       : h('p', { class: 'muted' }, 'Nothing on this card.'),
   );
 }
@@ -169,6 +171,7 @@ function chatView(ctx) {
     rows: 1,
     maxlength: MAX_MESSAGE_CHARS,
     enterkeyhint: 'send',
+    dir: 'auto',
     placeholder: 'Say something…',
     'aria-describedby': 'composer-help',
   });
@@ -195,7 +198,7 @@ function chatView(ctx) {
     const li = h('li', { class: 'msg', 'data-testid': 'message' });
     li.append(
       h('span', { class: 'visually-hidden' }, item.isMe ? 'You: ' : `${alias}: `),
-      h('p', { class: 'msg-text' }, item.content),
+      h('p', { class: 'msg-text', dir: 'auto' }, item.content),
       h('p', { class: 'msg-meta' }),
     );
     return li;
@@ -442,10 +445,13 @@ function chatView(ctx) {
   // --- end -------------------------------------------------------------------
 
   // Ending takes two presses: the first arms the button for a few seconds,
-  // so a stray tap (it sits next to Reveal) ends nothing.
+  // so a stray tap (it sits next to Reveal) ends nothing; a double click
+  // counts as the first press only.
   let armEpoch = 0;
+  let armedAt = 0;
   const arm = (armed) => {
     armEpoch += 1;
+    armedAt = armed ? Date.now() : 0;
     endButton.dataset.armed = String(armed);
     endButton.textContent = armed ? 'End chat?' : 'End';
     endButton.setAttribute('aria-label', armed ? 'Press again to end the chat' : 'End the chat');
@@ -460,6 +466,7 @@ function chatView(ctx) {
       }, END_CONFIRM_MS);
       return;
     }
+    if (Date.now() - armedAt < END_DOUBLE_MS) return;
     arm(false);
     if (live.endSession()) {
       endButton.disabled = true;
@@ -519,11 +526,41 @@ function ratingView(ctx) {
   const home = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'back-home', hidden: true }, 'Home');
   const skip = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'skip-rating' }, 'Skip');
 
+  // The conversation stays readable: a last message that arrived as the
+  // chat ended is seen here, not lost with the chat screen.
+  // Its box scrolls from the bottom up (app.css), so the newest message is
+  // what shows first.
+  const transcriptList = h('ol', { class: 'transcript-list' });
+  const transcript = h(
+    'div',
+    { class: 'transcript', role: 'region', 'aria-label': `Your chat with ${alias}`, tabindex: '0', 'data-testid': 'transcript' },
+    transcriptList,
+  );
+  const paintTranscript = () => {
+    const items = live.timeline.items().filter((m) => m.status === 'sent');
+    transcript.hidden = items.length === 0;
+    replaceChildren(
+      transcriptList,
+      items.map((m) =>
+        h(
+          'li',
+          { class: `msg ${m.isMe ? 'mine' : 'theirs'}`, 'data-testid': 'transcript-message' },
+          h('span', { class: 'visually-hidden' }, m.isMe ? 'You: ' : `${alias}: `),
+          h('p', { class: 'msg-text', dir: 'auto' }, m.content),
+          h('p', { class: 'msg-meta' }, h('time', { datetime: m.createdAt ?? '' }, clock(m.createdAt))),
+        ),
+      ),
+    );
+  };
+  paintTranscript();
+  offs.push(live.on('messages', paintTranscript));
+
   const el = h(
     'section',
     { class: 'panel rating' },
     heading,
     h('p', { class: 'lede', 'data-testid': 'ended-by' }, who),
+    transcript,
     identityCards(session.reveal?.state === 'accepted' ? session.identities : null),
     h('fieldset', { class: 'vibes' }, h('legend', {}, 'How was the vibe?'), h('div', { class: 'vibe-row' }, buttons)),
     thanks,

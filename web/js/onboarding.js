@@ -87,10 +87,14 @@ export function mount(root, ctx, { firstTime = true } = {}) {
   const spin = h('button', { class: 'btn cyan', type: 'button', 'data-testid': 'alias-spin' }, h('span', { 'aria-hidden': 'true' }, '🎲 '), 'Spin');
   spin.setAttribute('aria-label', 'Spin: suggest a random alias');
   alias.wrapper.append(h('div', { class: 'row' }, spin));
+  // A complaint goes as soon as the alias it was about is fixed.
+  aliasInput.addEventListener('input', () => {
+    if (ALIAS_RE.test(aliasInput.value.trim())) alias.setError('');
+  });
 
-  const realNameInput = h('input', { type: 'text', name: 'realName', autocomplete: 'name', maxlength: 80 });
+  const realNameInput = h('input', { type: 'text', name: 'realName', autocomplete: 'name', maxlength: 80, dir: 'auto' });
   const realName = field({ id: 'real-name', label: 'Real name', input: realNameInput, testid: 'real-name-input' });
-  const detailsInput = h('textarea', { name: 'details', rows: 3, maxlength: 500 });
+  const detailsInput = h('textarea', { name: 'details', rows: 3, maxlength: 500, dir: 'auto' });
   const details = field({
     id: 'details',
     label: 'About you',
@@ -176,7 +180,9 @@ export function mount(root, ctx, { firstTime = true } = {}) {
       const p = body?.profile ?? {};
       ctx.setMe({ alias: p.alias ?? value, gender: p.gender ?? gender.value, seeking: p.seeking ?? seeking.value });
       announce('Profile saved.');
-      ctx.navigate('/app');
+      // The first-time form is a step, not a place: Back from /app must
+      // not open it again.
+      ctx.navigate('/app', { replace: firstTime });
     } catch (e) {
       if (!alive) return;
       save.disabled = false;
