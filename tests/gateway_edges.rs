@@ -40,7 +40,10 @@ async fn bad_joins_are_closed_with_4401() {
     let (status, body) = Rest::new(&app.http(), &stranger)
         .get("/api/chat/current-session")
         .await;
-    assert_eq!((status, &body["error"]["code"]), (401, &json!("UNAUTHORIZED")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("UNAUTHORIZED"))
+    );
     // Any other first frame.
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let mut ws = Ws::open(&app.ws()).await;

@@ -188,18 +188,30 @@ pub(crate) fn plan_sessions(
 
 /// What presenting a refresh token leads to, decided the same way by both
 /// backends. Order matters: a revoked token is simply invalid; a spent one
-/// is a theft signal even if it has since expired.
+/// is a theft signal even if it has since expired, unless it was spent
+/// within [`REFRESH_REUSE_GRACE`]: two refreshes racing with one token (two
+/// requests of one client, a retry after a lost answer) each get a new
+/// token of the family instead of ending the sign-in.
 pub(crate) enum RefreshVerdict {
     Rotate,
     RevokeFamily,
     Invalid,
 }
 
+/// How long after its first use a refresh token may be presented again
+/// without counting as stolen. The grace runs from the first use only
+/// (spending keeps that time), so it cannot be stretched.
+pub(crate) const REFRESH_REUSE_GRACE: chrono::Duration = chrono::Duration::seconds(10);
+
 pub(crate) fn judge_refresh(token: &RefreshRow, now: Timestamp) -> RefreshVerdict {
     if token.revoked {
         RefreshVerdict::Invalid
-    } else if token.used {
-        RefreshVerdict::RevokeFamily
+    } else if let Some(used_at) = token.used_at {
+        if now - used_at < REFRESH_REUSE_GRACE && token.expires_at > now {
+            RefreshVerdict::Rotate
+        } else {
+            RefreshVerdict::RevokeFamily
+        }
     } else if token.expires_at <= now {
         RefreshVerdict::Invalid
     } else {

@@ -133,7 +133,8 @@ pub(crate) struct RefreshRow {
     pub family: Uuid,
     pub user: UserId,
     pub expires_at: Timestamp,
-    pub used: bool,
+    /// When it was first spent.
+    pub used_at: Option<Timestamp>,
     pub revoked: bool,
 }
 
@@ -142,7 +143,7 @@ pub(crate) fn refresh(r: &impl Cols) -> StoreResult<RefreshRow> {
         family: r.uuid("family_id")?,
         user: UserId(r.uuid("user_id")?),
         expires_at: r.time("expires_at")?,
-        used: r.opt_time("used_at")?.is_some(),
+        used_at: r.opt_time("used_at")?,
         revoked: r.opt_time("revoked_at")?.is_some(),
     })
 }

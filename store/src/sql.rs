@@ -55,7 +55,7 @@ pub(crate) const REVOKE_USER: &str =
 
 /// `$1` old hash, `$2` now.
 pub(crate) const SPEND_REFRESH: &str =
-    "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1";
+    "UPDATE refresh_tokens SET used_at = COALESCE(used_at, $2) WHERE token_hash = $1";
 
 /// `$1` hash, `$2` family, `$3` user, `$4` expires, `$5` now.
 pub(crate) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
