@@ -282,12 +282,32 @@ impl Rating {
 #[serde(transparent)]
 pub struct MessageContent(String);
 
+/// Characters that show nothing on their own: white space, zero-width and
+/// other format characters, fillers. A message of only these is empty.
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+        )
+}
+
 impl MessageContent {
     pub const MAX_CHARS: usize = 2000;
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim();
-        if s.is_empty() {
+        if s.chars().all(invisible) {
             return Err(Invalid::new("content", "must not be empty"));
         }
         if s.chars().count() > Self::MAX_CHARS {
@@ -415,6 +435,8 @@ mod tests {
     #[test]
     fn content_is_trimmed_and_bounded_in_characters() {
         assert!(MessageContent::parse("   ").is_err());
+        assert!(MessageContent::parse("\u{200B}\u{FEFF} \u{3164}").is_err());
+        assert!(MessageContent::parse("👩\u{200D}💻").is_ok());
         assert_eq!(MessageContent::parse(" hi ").unwrap().as_str(), "hi");
         assert!(MessageContent::parse(&"é".repeat(2000)).is_ok());
         assert!(MessageContent::parse(&"é".repeat(2001)).is_err());

@@ -231,6 +231,8 @@ async fn openapi_document_lists_every_endpoint() -> Result<()> {
         ("/api/chat/end-session", "post"),
         ("/api/chat/rate-session", "post"),
         ("/api/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
