@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use io_domain::error::wait_secs;
 use io_domain::types::Invalid;
 use io_domain::{ChatError, StoreError};
 use io_protocol::ErrorBody;
@@ -70,11 +71,14 @@ impl HttpError {
 
     pub fn rate_limited(retry_after: Duration) -> Self {
         HttpError {
-            retry_after: Some(retry_after_secs(retry_after)),
+            retry_after: Some(wait_secs(retry_after)),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
-                "too many requests, try again later",
+                format!(
+                    "too many requests, try again in {} s",
+                    wait_secs(retry_after)
+                ),
             )
         }
     }
@@ -113,9 +117,6 @@ impl HttpError {
 
 /// `Retry-After` is whole seconds; round up (and never say 0) so a client
 /// that waits exactly that long finds a token.
-fn retry_after_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
 
 impl From<ChatError> for HttpError {
     fn from(e: ChatError) -> Self {
@@ -206,14 +207,20 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
-        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(wait_secs(Duration::ZERO), 1);
+        assert_eq!(wait_secs(Duration::from_millis(1)), 1);
+        assert_eq!(wait_secs(Duration::from_secs(2)), 2);
+        assert_eq!(wait_secs(Duration::from_millis(2001)), 3);
         let h = HttpError::from(ChatError::RateLimited {
             retry_after: Duration::from_millis(1500),
         });
         assert_eq!(h.retry_after, Some(2));
         assert_eq!(h.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(h.message, "too many requests, try again in 2 s");
+        // The socket's `error` says the same in its message.
+        let e = ChatError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(e.public_message(), "rate limited, try again in 2 s");
     }
 }

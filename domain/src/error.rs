@@ -20,11 +20,16 @@ pub enum ChatError {
     NotFound,
     #[error("{0}")]
     Conflict(&'static str),
-    #[error("rate limited")]
+    #[error("rate limited, try again in {} s", wait_secs(*retry_after))]
     RateLimited { retry_after: Duration },
     /// A dependency (database, Redis, mail) is down: retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Whole seconds to wait, rounded up, at least one.
+pub fn wait_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 impl ChatError {

@@ -214,8 +214,18 @@ const FRIENDLY = {
   SERVICE_UNAVAILABLE: 'The server is busy. Try again in a moment.',
 };
 
+/** "42 s", "3 min": how long a rate limit asks to wait. */
+function waitText(seconds) {
+  return seconds < 90 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
+}
+
 /** A human sentence for an error `{code, message}`. */
 export function friendly(err) {
+  if (err?.code === 'RATE_LIMITED') {
+    // REST says how long in Retry-After; the socket's `error` in its message.
+    const seconds = err.retryAfter ?? Number(/try again in (\d+) s/.exec(err.message ?? '')?.[1] ?? NaN);
+    if (Number.isFinite(seconds) && seconds > 0) return `Whoa, slow down: try again in ${waitText(seconds)}.`;
+  }
   return FRIENDLY[err?.code] ?? err?.message ?? 'Something went wrong.';
 }
 ctx.friendly = friendly;
