@@ -115,9 +115,6 @@ impl HttpError {
     }
 }
 
-/// `Retry-After` is whole seconds; round up (and never say 0) so a client
-/// that waits exactly that long finds a token.
-
 impl From<ChatError> for HttpError {
     fn from(e: ChatError) -> Self {
         let status = match &e {

@@ -27,7 +27,8 @@ pub enum ChatError {
     Unavailable(String),
 }
 
-/// Whole seconds to wait, rounded up, at least one.
+/// Whole seconds to wait (`Retry-After`, the socket's message): rounded up
+/// and never 0, so a client that waits exactly that long finds a token.
 pub fn wait_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
