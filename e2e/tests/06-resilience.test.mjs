@@ -1,7 +1,7 @@
 // The page keeps telling the truth when the browser does something abrupt:
 // a reload while searching goes on searching (the server's queue still
-// holds the user), and going offline says so at once and reconnects when
-// the network is back.
+// holds the user), and going offline says so at once (the partner's state
+// then unknown) and reconnects when the network is back.
 
 import { test } from 'node:test';
 import {
@@ -37,8 +37,12 @@ test('a reload while searching goes on searching; offline and back reconnects', 
 
     await gia.context.setOffline(true);
     await eventually('the offline page to stop saying online', async () => (await status(gia)) !== 'online' && (await status(gia)));
+    // Offline, she cannot know whether her partner is still there.
+    const partner = gia.page.getByTestId('partner-status');
+    await eventually('the partner shown as unknown', async () => (await partner.getAttribute('data-state')) === 'unknown');
     await gia.context.setOffline(false);
     await eventually('the page to be online again', async () => (await status(gia)) === 'online');
+    await eventually('the partner shown again', async () => (await partner.getAttribute('data-state')) === 'online');
     await seeVisible(gia.page.getByTestId('message-input'));
     assertHealthy(dan, gia);
   } finally {

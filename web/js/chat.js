@@ -337,8 +337,11 @@ function chatView(ctx) {
   };
   const paintPresence = (changed) => {
     const online = live.partnerOnline;
-    partnerStatus.dataset.state = online ? 'online' : 'away';
-    partnerStatus.textContent = online ? 'here' : 'away';
+    // While this page is off line, the partner's last known state is news
+    // no more.
+    const known = live.status === 'online';
+    partnerStatus.dataset.state = known ? (online ? 'online' : 'away') : 'unknown';
+    partnerStatus.textContent = known ? (online ? 'here' : 'away') : 'unknown';
     if (!changed) return;
     const epoch = ++presenceEpoch;
     if (banner.dataset.state === 'joined') banner.hidden = true;
@@ -358,6 +361,7 @@ function chatView(ctx) {
     }, 5000);
   };
   offs.push(live.on('presence', () => paintPresence(true)));
+  offs.push(live.on('status', () => paintPresence(false)));
 
   offs.push(
     live.on('typing', (on) => {
