@@ -491,3 +491,32 @@ async fn a_burst_of_joins_each_gets_its_own_connected() {
         ws.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_learns_whether_the_partner_is_still_there() {
+    let app = App::start(&[]).await;
+    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
+    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
+    pair_up(&mut a, &mut b).await;
+
+    // Alice drops and comes back while Bob is there...
+    a.close().await;
+    let (a, connected) = Ws::join(&app.ws(), &alice.token).await;
+    assert_eq!(connected["session"]["partnerOnline"], true, "{connected}");
+
+    // ...then Bob leaves while she is away: she must not think him present.
+    a.close().await;
+    b.close().await;
+    let rest = Rest::new(&app.http(), &alice.token);
+    eventually("Bob's presence to go", || async {
+        let (_, body) = rest.get("/api/chat/current-session").await;
+        body["session"]["partnerOnline"] == false
+    })
+    .await;
+    let (a, connected) = Ws::join(&app.ws(), &alice.token).await;
+    assert_eq!(connected["session"]["partnerOnline"], false, "{connected}");
+    a.close().await;
+    app.running.shutdown.cancel();
+}

@@ -317,12 +317,25 @@ impl Chat {
         } else {
             None
         };
+        // Where the user stands after a (re)connect includes whether the
+        // partner is still there: `user_left` may have gone by meanwhile.
+        // Unknown (absent) if the bus cannot say.
+        let partner_online = match (with_messages, s.status) {
+            (true, SessionStatus::Active) => self
+                .bus
+                .nodes_of(&[partner_id])
+                .await
+                .ok()
+                .map(|nodes| nodes.iter().any(|n| !n.is_empty())),
+            _ => None,
+        };
         Ok(SessionView {
             id: s.id.0,
             status: s.status.as_str().into(),
             started_at: s.started_at,
             ended_at: s.ended_at,
             partner: Self::partner_view(&partner),
+            partner_online,
             reveal: Self::reveal_view(reveal.as_ref(), me),
             my_rating: my_rating.map(|r| r.rating.get()),
             identities,
@@ -771,6 +784,7 @@ impl Chat {
                     started_at: s.started_at,
                     ended_at: s.ended_at,
                     partner: Self::partner_view(partner),
+                    partner_online: None,
                     reveal: Self::reveal_view(None, me),
                     my_rating: None,
                     identities: None,

@@ -80,6 +80,10 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ended_at: Option<DateTime<Utc>>,
     pub partner: PartnerView,
+    /// Whether the partner has a socket open right now (an active session
+    /// read at a (re)connect or by current-session; absent when unknown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub partner_online: Option<bool>,
     pub reveal: RevealView,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub my_rating: Option<u8>,

@@ -482,6 +482,12 @@ class Live {
     }
     if (session.status === 'active') {
       this.adoptSession(session);
+      // The partner may have left (or come back) while this page was away.
+      if (typeof session.partnerOnline === 'boolean' && session.partnerOnline !== this.partnerOnline) {
+        this.partnerOnline = session.partnerOnline;
+        if (!this.partnerOnline) this.setPartnerTyping(false);
+        this.emit('presence', this.partnerOnline);
+      }
       if (Array.isArray(session.messages)) {
         if (this.timeline.floor === null && session.messages.length === 0) {
           this.timeline.startFromBeginning();

@@ -151,6 +151,19 @@ test('joins with the token and resumes the chat from `connected`', async () => {
   live.stop();
 });
 
+test('a (re)connect learns whether the partner is still there', async () => {
+  reset();
+  routes['GET /api/chat/sessions/s1/messages'] = () => [200, { messages: [] }];
+  const seen = [];
+  const off = live.on('presence', (online) => seen.push(online));
+  live.start();
+  await connectWith(session([msg(1)], { partnerOnline: false }));
+  assert.equal(live.partnerOnline, false);
+  assert.deepEqual(seen, [false]);
+  off();
+  live.stop();
+});
+
 test('an unacked message is resent with the same clientMsgId after a reconnect, never duplicated', async () => {
   reset();
   let history = [];

@@ -257,6 +257,7 @@ fn session_view(fake: &Fake, st: &State, sid: Uuid, me: Uuid) -> SessionView {
             alias: p.alias.clone(),
             gender: Some(p.gender.clone()),
         },
+        partner_online: None,
         reveal: RevealView {
             state: "none".into(),
             requested_by: None,
