@@ -106,7 +106,7 @@ pub(crate) async fn refresh(
 ) -> HttpResult<Json<serde_json::Value>> {
     body.only(&["refreshToken"])?;
     let old = body.string("refreshToken")?;
-    let new = random_token();
+    let new = state.tokens.refresh_successor(old);
     let now = Utc::now();
     let outcome = state
         .chat

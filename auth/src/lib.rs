@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use io_domain::types::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -45,6 +46,8 @@ pub struct Tokens {
     /// Every key that may have signed a live token, by `kid`.
     decoding: Vec<(String, DecodingKey)>,
     access_ttl: Duration,
+    /// Keys [`Tokens::refresh_successor`]; derived from the signing secret.
+    successor_key: [u8; 32],
 }
 
 impl Tokens {
@@ -63,7 +66,23 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding,
             access_ttl,
+            successor_key: Sha256::new()
+                .chain_update(b"io refresh-token successor\0")
+                .chain_update(secret)
+                .finalize()
+                .into(),
         }
+    }
+
+    /// The refresh token that replaces `old` at its rotation: always the
+    /// same one for the same `old`, so requests racing with one token (or
+    /// retried after a lost answer) all get the one successor and the sign-in
+    /// stays a single chain; unguessable without the server's secret.
+    pub fn refresh_successor(&self, old: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.successor_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(old.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -183,6 +202,27 @@ mod tests {
         h.kid = Some(t.current_kid.clone());
         claims_token = jsonwebtoken::encode(&h, &past, &t.encoding).unwrap_or(claims_token);
         assert_eq!(t.verify_access(&claims_token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_refresh_token_has_one_successor_that_needs_the_secret() {
+        let ttl = Tokens::DEFAULT_ACCESS_TTL;
+        let a = Tokens::new(b"one-secret-one-secret-one-secret", &[], ttl);
+        let b = Tokens::new(b"two-secret-two-secret-two-secret", &[], ttl);
+        let old = random_token();
+        assert_eq!(a.refresh_successor(&old), a.refresh_successor(&old));
+        assert_ne!(a.refresh_successor(&old), b.refresh_successor(&old));
+        assert_ne!(
+            a.refresh_successor(&old),
+            a.refresh_successor(&random_token())
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(a.refresh_successor(&old))
+                .unwrap()
+                .len(),
+            32
+        );
     }
 
     #[test]

@@ -413,7 +413,7 @@ impl Store for PgStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
-                sqlx::query(sql::INSERT_REFRESH)
+                sqlx::query(sql::INSERT_SUCCESSOR)
                     .bind(new_hash)
                     .bind(token.family)
                     .bind(token.user.0)

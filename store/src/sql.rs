@@ -62,6 +62,12 @@ pub(crate) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
        (token_hash, family_id, user_id, expires_at, created_at) \
      VALUES ($1, $2, $3, $4, $5)";
 
+/// [`INSERT_REFRESH`] for a rotation: a successor already stored (the same
+/// token rotated again within its grace) stays as it is.
+pub(crate) const INSERT_SUCCESSOR: &str = "INSERT INTO refresh_tokens \
+       (token_hash, family_id, user_id, expires_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING";
+
 /// The user's active session first, else their most recent one, with
 /// whether they rated it. `$1` user.
 pub(crate) fn current_session() -> String {
