@@ -452,7 +452,7 @@ async fn frames_that_break_the_protocol_are_closed_with_1002_or_1007() {
     let app = App::start(&[]).await;
     let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let ping = json!({"type": "cancel_search", "data": {}}).to_string();
-    let cases: [(&str, Vec<Vec<u8>>, u16); 6] = [
+    let cases: [(&str, Vec<Vec<u8>>, u16); 9] = [
         (
             "a reserved bit",
             vec![Wire::encode(FIN | 0x40 | TEXT, ping.as_bytes(), true)],
@@ -489,6 +489,24 @@ async fn frames_that_break_the_protocol_are_closed_with_1002_or_1007() {
             vec![Wire::encode(FIN | CLOSE, &999u16.to_be_bytes(), true)],
             1002,
         ),
+        (
+            "a close whose reason is not UTF-8",
+            vec![Wire::encode(FIN | CLOSE, b"\x03\xe8\xff", true)],
+            1007,
+        ),
+        (
+            "a pong over 125 bytes",
+            vec![Wire::encode(FIN | PONG, &[b'x'; 126], true)],
+            1002,
+        ),
+        (
+            "an unmasked frame followed by more than the server will read",
+            vec![
+                Wire::encode(FIN | TEXT, ping.as_bytes(), false),
+                vec![0x81; 256 * 1024],
+            ],
+            1002,
+        ),
     ];
     for (what, frames, code) in cases {
         let mut wire = Wire::join(&app, &user.token).await;
@@ -499,6 +517,40 @@ async fn frames_that_break_the_protocol_are_closed_with_1002_or_1007() {
     // The user can still come back.
     let (ws, _) = Ws::join(&app.ws(), &user.token).await;
     ws.close().await;
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_binary_message_is_refused_once_and_the_socket_stays() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let mut wire = Wire::join(&app, &user.token).await;
+    wire.frame(BINARY, b"ab", true).await;
+    wire.frame(CONT, b"cd", true).await;
+    wire.frame(FIN | CONT, b"ef", true).await;
+    let refused = wire.event().await;
+    assert_eq!(refused["data"]["code"], "VALIDATION_ERROR", "{refused}");
+    let cancel = json!({"type": "cancel_search", "data": {}, "ref": "after"}).to_string();
+    wire.frame(FIN | TEXT, cancel.as_bytes(), true).await;
+    let answer = wire.event().await;
+    assert_eq!(answer["ref"], "after", "{answer}");
+    app.running.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_in_endless_fragments_is_refused() {
+    let app = App::start(&[]).await;
+    let user = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let mut wire = Wire::open(&app).await;
+    let join = json!({"type": "join", "data": {"token": user.token}}).to_string();
+    let mut frames = Wire::encode(TEXT, b"", true);
+    for _ in 0..20 {
+        frames.extend(Wire::encode(CONT, b"", true));
+    }
+    frames.extend(Wire::encode(FIN | CONT, join.as_bytes(), true));
+    use tokio::io::AsyncWriteExt;
+    wire.tcp.write_all(&frames).await.unwrap();
+    assert_eq!(wire.close_code().await, 4401);
     app.running.shutdown.cancel();
 }
 

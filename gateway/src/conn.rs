@@ -35,8 +35,8 @@ pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Never sent: marks a socket whose peer vanished mid-write.
 const CLOSE_ABNORMAL: u16 = 1006;
-/// Pings and pongs tolerated before `join`.
-const CONTROL_BEFORE_JOIN: u32 = 16;
+/// Frames tolerated before `join` is whole (pings, pongs, its fragments).
+const FRAMES_BEFORE_JOIN: u32 = 16;
 
 type Io = TokioIo<Upgraded>;
 type Reader = fastwebsockets::WebSocketRead<ReadHalf<Io>>;
@@ -139,13 +139,20 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
 /// unread data in it resets the connection, and a peer still writing (a
 /// flood closed with 4429, say) could lose the close frame and its code.
 async fn linger(read: &mut Reader) {
+    use tokio::io::AsyncReadExt;
     let mut send = no_send;
     let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(frame) = read.read_frame(&mut send).await {
-            if frame.opcode == OpCode::Close {
-                break;
+        loop {
+            match read.read_frame(&mut send).await {
+                Ok(frame) if frame.opcode == OpCode::Close => return,
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
+        // The frames no longer parse (often the very reason for the close):
+        // drop raw bytes until the peer is done.
+        let mut scratch = [0u8; 4096];
+        while matches!(read.stream_mut().read(&mut scratch).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -174,23 +181,24 @@ async fn join(
 }
 
 /// The first whole text message, its fragments put together; pings
-/// before it are answered and pongs skipped (a few of them only).
+/// before it are answered and pongs skipped ([`FRAMES_BEFORE_JOIN`] frames
+/// in all). Anything else, a breach of RFC 6455 included, is not a `join`.
 async fn first_message(read: &mut Reader, w: &mut Writer, max: usize) -> Result<String, u16> {
     let mut send = no_send;
     let mut text: Option<Vec<u8>> = None;
-    let mut control = 0u32;
+    let mut frames = 0u32;
     loop {
         let frame = read.read_frame(&mut send).await.map_err(|e| match e {
             WebSocketError::FrameTooLarge => CLOSE_TOO_LARGE,
             _ => CLOSE_NOT_AUTHENTICATED,
         })?;
+        frames += 1;
+        if frames > FRAMES_BEFORE_JOIN {
+            return Err(CLOSE_NOT_AUTHENTICATED);
+        }
         let fin = frame.fin;
         match (frame.opcode, text.as_mut()) {
             (OpCode::Ping | OpCode::Pong, _) => {
-                control += 1;
-                if control > CONTROL_BEFORE_JOIN {
-                    return Err(CLOSE_NOT_AUTHENTICATED);
-                }
                 if frame.opcode == OpCode::Ping {
                     let mut buf = Vec::new();
                     encode_out(
@@ -258,7 +266,9 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
     .allow_burst(NonZeroU32::new(inner.config.event_burst).unwrap_or(NonZeroU32::MIN));
     let bucket = io_domain::limits::direct(quota);
     let mut strikes = 0u32;
-    let mut fragments: Option<Vec<u8>> = None;
+    // A message arriving in fragments: text being put together, or a binary
+    // one (refused at its first frame) whose rest is dropped.
+    let mut fragments: Option<Partial> = None;
     let actor = Actor {
         user: me.user,
         conn: Some(ConnRef {
@@ -317,14 +327,23 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                         "binary frames are not supported",
                     );
                 }
+                if !frame.fin {
+                    fragments = Some(Partial::Binary);
+                }
+                continue;
+            }
+            (OpCode::Continuation, Some(Partial::Binary)) => {
+                if frame.fin {
+                    fragments = None;
+                }
                 continue;
             }
             (OpCode::Text, None) if frame.fin => frame.payload.to_vec(),
             (OpCode::Text, None) => {
-                fragments = Some(frame.payload.to_vec());
+                fragments = Some(Partial::Text(frame.payload.to_vec()));
                 continue;
             }
-            (OpCode::Continuation, Some(buf)) => {
+            (OpCode::Continuation, Some(Partial::Text(buf))) => {
                 buf.extend_from_slice(&frame.payload);
                 if buf.len() > inner.config.max_message_bytes {
                     me.control.close(CLOSE_TOO_LARGE);
@@ -333,7 +352,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 if !frame.fin {
                     continue;
                 }
-                fragments.take().unwrap_or_default()
+                std::mem::take(buf)
             }
             // A continuation with nothing to continue, or a new message
             // before the last one's final fragment.
@@ -342,6 +361,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 return None;
             }
         };
+        fragments = None;
         let Ok(text) = String::from_utf8(text) else {
             me.control.close(CLOSE_INVALID_DATA);
             return None;
@@ -361,6 +381,12 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
     }
 }
 
+/// A message that is arriving in fragments.
+enum Partial {
+    Text(Vec<u8>),
+    Binary,
+}
+
 /// The close code for a frame the reader refused; `None` when the peer is
 /// simply gone.
 fn error_close_code(e: &WebSocketError) -> Option<u16> {
@@ -375,17 +401,19 @@ fn error_close_code(e: &WebSocketError) -> Option<u16> {
 }
 
 /// The code of the peer's close frame, as the close is answered: 1000 when
-/// it has none, 1002 when it is malformed or not one a peer may send.
+/// it has none, 1002 when it is malformed or not one a peer may send, 1007
+/// when its reason is not UTF-8.
 fn peer_close_code(payload: &[u8]) -> u16 {
     match payload {
         [] => CLOSE_NORMAL,
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
-            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
-            if allowed && std::str::from_utf8(reason).is_ok() {
-                code
-            } else {
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
                 CLOSE_PROTOCOL_ERROR
+            } else if std::str::from_utf8(reason).is_err() {
+                CLOSE_INVALID_DATA
+            } else {
+                code
             }
         }
         [_] => CLOSE_PROTOCOL_ERROR,

@@ -30,6 +30,9 @@ pub enum WebSocketError {
   PingFrameTooLarge,
   #[error("Frame too large")]
   FrameTooLarge,
+  /// IO: a close or pong frame over 125 bytes.
+  #[error("Control frame too large")]
+  ControlFrameTooLarge,
   /// IO: a client frame without a mask.
   #[error("Client frames must be masked")]
   UnmaskedFrame,

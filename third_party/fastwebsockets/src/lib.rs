@@ -249,6 +249,12 @@ where
 
 #[cfg(feature = "unstable-split")]
 impl<'f, S> WebSocketRead<S> {
+  /// IO: the stream under the frames, to drain raw bytes once the frames
+  /// no longer parse (a socket closing over a protocol error).
+  pub fn stream_mut(&mut self) -> &mut S {
+    &mut self.stream
+  }
+
   /// Consumes the `WebSocketRead` and returns the underlying stream.
   #[inline]
   pub(crate) fn into_parts_internal(self) -> (S, ReadHalf) {
@@ -741,7 +747,14 @@ impl ReadHalf {
       return Err(WebSocketError::PingFrameTooLarge);
     }
 
-    if payload_len >= self.max_message_size {
+    // IO: every control frame is at most 125 bytes (RFC 6455 5.5), not
+    // only a ping.
+    if frame::is_control(opcode) && payload_len > 125 {
+      return Err(WebSocketError::ControlFrameTooLarge);
+    }
+
+    // IO: a frame of exactly the limit is within it.
+    if payload_len > self.max_message_size {
       return Err(WebSocketError::FrameTooLarge);
     }
 
