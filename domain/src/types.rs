@@ -290,15 +290,22 @@ fn invisible(c: char) -> bool {
             c,
             '\u{00AD}'
                 | '\u{034F}'
+                | '\u{061C}'
                 | '\u{115F}'
                 | '\u{1160}'
-                | '\u{180E}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
                 | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
         )
 }
 
@@ -436,6 +443,7 @@ mod tests {
     fn content_is_trimmed_and_bounded_in_characters() {
         assert!(MessageContent::parse("   ").is_err());
         assert!(MessageContent::parse("\u{200B}\u{FEFF} \u{3164}").is_err());
+        assert!(MessageContent::parse("\u{2066}\u{FE0F}\u{2800}\u{E0041}").is_err());
         assert!(MessageContent::parse("👩\u{200D}💻").is_ok());
         assert_eq!(MessageContent::parse(" hi ").unwrap().as_str(), "hi");
         assert!(MessageContent::parse(&"é".repeat(2000)).is_ok());

@@ -1,7 +1,8 @@
 // The page keeps telling the truth when the browser does something abrupt:
 // a reload while searching goes on searching (the server's queue still
 // holds the user), and going offline says so at once (the partner's state
-// then unknown) and reconnects when the network is back.
+// then unknown) and reconnects when the network is back; news of the chat
+// reaches a person on their profile page.
 
 import { test } from 'node:test';
 import {
@@ -11,6 +12,7 @@ import {
   closeAll,
   eventually,
   readyUser,
+  seeText,
   seeVisible,
 } from '../lib/harness.mjs';
 
@@ -44,6 +46,15 @@ test('a reload while searching goes on searching; offline and back reconnects', 
     await eventually('the page to be online again', async () => (await status(gia)) === 'online');
     await eventually('the partner shown again', async () => (await partner.getAttribute('data-state')) === 'online');
     await seeVisible(gia.page.getByTestId('message-input'));
+
+    // On his profile page, a message from her still reaches him, with a way back.
+    await dan.page.getByTestId('edit-profile').click();
+    await seeVisible(dan.page.getByTestId('save-profile'));
+    await gia.page.getByTestId('message-input').fill('still there?');
+    await gia.page.getByTestId('message-input').press('Enter');
+    await seeText(dan.page.getByTestId('toast'), `New message from ${gia.alias}`);
+    await dan.page.getByTestId('toast-action').click();
+    await seeText(dan.page.getByTestId('messages'), 'still there?');
     assertHealthy(dan, gia);
   } finally {
     await closeAll(dan, gia);

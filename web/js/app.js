@@ -139,6 +139,9 @@ async function render() {
   }
 
   if (p === '/onboarding' || p === '/profile') {
+    // On the profile page the chat goes on (a reload there included), and
+    // its news reaches the person.
+    if (p === '/profile' && me?.gender) live.start();
     return mount(onboarding, p, { firstTime: p === '/onboarding' || !me?.gender });
   }
   if (p !== '/app') return navigate('/app', { replace: true });
@@ -193,6 +196,9 @@ function toast(message, { action = null } = {}) {
   toastRun = action?.run ?? null;
   toastEl.hidden = false;
   clearTimeout(toastTimer);
+  // One with a button stays until it is used or dismissed: a keyboard or
+  // screen-reader user must not lose it (and their focus) to a timer.
+  if (action) return;
   toastTimer = setTimeout(() => {
     toastEl.hidden = true;
   }, 7000);
@@ -270,6 +276,10 @@ live.on('messages', ({ added = [] } = {}) => {
 live.on('ended', ({ endedBy } = {}) => {
   if (path() === '/app' || endedBy === 'me') return;
   toast(`${partnerAlias()} ended the chat.`, { action: backToChat });
+});
+live.on('matched', () => {
+  if (path() === '/app') return;
+  toast(`You are chatting with ${partnerAlias()}.`, { action: backToChat });
 });
 live.on('auth-lost', () => {
   me = null;

@@ -47,6 +47,12 @@ const SEARCHING_KEY = 'io.searching';
 const SEARCH_RESUME_MS = 10_000;
 /** Control characters the server refuses in a message (line breaks and tabs are text). */
 const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g;
+/**
+ * Text that shows nothing: white space, zero-width and other format
+ * characters, fillers (the server's `MessageContent` refuses it as empty).
+ */
+const INVISIBLE_ONLY =
+  /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]*$/u;
 
 export const MAX_MESSAGE_CHARS = 2000;
 
@@ -508,6 +514,9 @@ class Live {
       return;
     }
     this.adoptSession(session);
+    // The rating screen shows the conversation: after a reload, its latest
+    // messages.
+    if (Array.isArray(session.messages)) this.mergeMessages(session.messages);
     writeJson(OUTBOX_KEY, null);
     this.setPhase('ended');
   }
@@ -605,7 +614,7 @@ class Live {
   /** Queue a message: shown at once as pending, sent when connected. */
   sendMessage(text) {
     const content = String(text ?? '').replace(CONTROL_CHARS, '').trim();
-    if (!content || [...content].length > MAX_MESSAGE_CHARS) return false;
+    if (INVISIBLE_ONLY.test(content) || [...content].length > MAX_MESSAGE_CHARS) return false;
     if (!this.session || this.phase !== 'chat') return false;
     const clientMsgId = newClientMsgId();
     this.timeline.addPending(clientMsgId, content);

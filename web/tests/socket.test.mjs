@@ -173,6 +173,8 @@ test('an unacked message is resent with the same clientMsgId after a reconnect, 
   };
   live.start();
   const ws1 = await connectWith(session([msg(1)]));
+  // Nothing visible is nothing to send.
+  assert.equal(live.sendMessage(' \u200b\ufeff\u2800 '), false);
   assert.equal(live.sendMessage('  hello <img src=x onerror=alert(1)>  '), true);
   const [frame] = ws1.frames('send_message');
   const cmid = frame.data.clientMsgId;
