@@ -148,8 +148,7 @@ impl Default for Registry {
 
 impl Registry {
     fn shard(&self, user: UserId) -> std::sync::MutexGuard<'_, Shard> {
-        let i = (user.0.as_u128() as usize) % SHARDS;
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.shard_at((user.0.as_u128() as usize) % SHARDS)
     }
 
     pub fn len(&self) -> usize {
@@ -205,35 +204,23 @@ impl Registry {
 
     /// Every user with a socket here.
     pub fn users(&self) -> Vec<UserId> {
-        let mut out = Vec::with_capacity(self.len());
-        for s in &self.shards {
-            out.extend(
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .users
-                    .keys()
-                    .copied(),
-            );
-        }
-        out
+        (0..SHARDS).flat_map(|i| self.users_in_shard(i)).collect()
+    }
+
+    fn shard_at(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The users of one shard (`0..SHARDS`).
     pub fn users_in_shard(&self, shard: usize) -> Vec<UserId> {
-        self.shards[shard % SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .users
-            .keys()
-            .copied()
-            .collect()
+        self.shard_at(shard).users.keys().copied().collect()
     }
 
     /// The sockets of one shard (`0..SHARDS`).
     pub fn sockets_in_shard(&self, shard: usize) -> Vec<Handle> {
-        self.shards[shard % SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shard_at(shard)
             .users
             .values()
             .flatten()
@@ -243,11 +230,6 @@ impl Registry {
 
     /// Every socket here.
     pub fn all(&self) -> Vec<Handle> {
-        let mut out = Vec::with_capacity(self.len());
-        for s in &self.shards {
-            let shard = s.lock().unwrap_or_else(|p| p.into_inner());
-            out.extend(shard.users.values().flatten().cloned());
-        }
-        out
+        (0..SHARDS).flat_map(|i| self.sockets_in_shard(i)).collect()
     }
 }
