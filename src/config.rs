@@ -268,7 +268,9 @@ impl Settings {
         })
     }
 
-    /// IO_ALLOWED_ORIGINS, else the origin of the public URL.
+    /// IO_ALLOWED_ORIGINS, else the origin of the public URL; a public URL
+    /// on `localhost` also allows the same port on 127.0.0.1 (and the other
+    /// way round), the two names one opens a local IO by.
     pub fn allowed_origins(&self) -> Vec<String> {
         let given: Vec<String> = self
             .allowed_origins
@@ -279,7 +281,18 @@ impl Settings {
         if !given.is_empty() {
             return given;
         }
-        vec![origin_of(&self.public_url)]
+        let origin = origin_of(&self.public_url);
+        let twin = [
+            ("://localhost", "://127.0.0.1"),
+            ("://127.0.0.1", "://localhost"),
+        ]
+        .into_iter()
+        .find_map(|(from, to)| {
+            let rest = origin.split_once(from)?.1;
+            // The host must end there: "localhost.example" is another.
+            (rest.is_empty() || rest.starts_with(':')).then(|| origin.replacen(from, to, 1))
+        });
+        std::iter::once(origin.clone()).chain(twin).collect()
     }
 
     pub fn matcher_lease(&self) -> Duration {
@@ -310,6 +323,26 @@ mod tests {
         assert_eq!(
             origin_of("https://chat.example.org/x/y"),
             "https://chat.example.org"
+        );
+    }
+
+    #[test]
+    fn a_local_public_url_allows_both_local_names() {
+        let origins = |args: &[&str]| {
+            let (_, s) = Cli::parse_from(args).into_role();
+            s.allowed_origins()
+        };
+        assert_eq!(
+            origins(&["io"]),
+            ["http://localhost:8080", "http://127.0.0.1:8080"]
+        );
+        assert_eq!(
+            origins(&["io", "--public-url", "https://localhost.example.org"]),
+            ["https://localhost.example.org"]
+        );
+        assert_eq!(
+            origins(&["io", "--allowed-origins", "http://a.test"]),
+            ["http://a.test"]
         );
     }
 
