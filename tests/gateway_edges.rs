@@ -534,6 +534,11 @@ async fn a_fragmented_binary_message_is_refused_once_and_the_socket_stays() {
     wire.frame(FIN | TEXT, cancel.as_bytes(), true).await;
     let answer = wire.event().await;
     assert_eq!(answer["ref"], "after", "{answer}");
+    // Its fragments together are held to the size limit as text is.
+    let chunk = vec![b'x'; 40 * 1024];
+    wire.frame(BINARY, &chunk, true).await;
+    wire.frame(FIN | CONT, &chunk, true).await;
+    assert_eq!(wire.close_code().await, 4413);
     app.running.shutdown.cancel();
 }
 

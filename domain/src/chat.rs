@@ -317,25 +317,14 @@ impl Chat {
         } else {
             None
         };
-        // Where the user stands after a (re)connect includes whether the
-        // partner is still there: `user_left` may have gone by meanwhile.
-        // Unknown (absent) if the bus cannot say.
-        let partner_online = match (with_messages, s.status) {
-            (true, SessionStatus::Active) => self
-                .bus
-                .nodes_of(&[partner_id])
-                .await
-                .ok()
-                .map(|nodes| nodes.iter().any(|n| !n.is_empty())),
-            _ => None,
-        };
         Ok(SessionView {
             id: s.id.0,
             status: s.status.as_str().into(),
             started_at: s.started_at,
             ended_at: s.ended_at,
             partner: Self::partner_view(&partner),
-            partner_online,
+            // Filled in by the reads that tell where a user stands.
+            partner_online: None,
             reveal: Self::reveal_view(reveal.as_ref(), me),
             my_rating: my_rating.map(|r| r.rating.get()),
             identities,
@@ -386,10 +375,35 @@ impl Chat {
         // Side by side, but not all at once: each view is a few reads, and
         // a reconnect storm must leave the pool room for the group commit.
         use futures::StreamExt;
-        Ok(futures::stream::iter(answers)
+        let mut answers: Vec<ChatResult<Arrival>> = futures::stream::iter(answers)
             .buffered(Self::ARRIVAL_VIEWS_AT_ONCE)
             .collect()
-            .await)
+            .await;
+        // Whether each active session's partner is there, in one read.
+        let partners: Vec<UserId> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok()?.active.map(|(_, p)| p))
+            .collect();
+        let mut online = self.presence_of(&partners).await.into_iter();
+        for arrival in answers.iter_mut().flatten() {
+            if let (Some(_), Some(view)) = (arrival.active, arrival.session.as_mut()) {
+                view.partner_online = online.next().flatten();
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Whether each user has a socket open anywhere (`None` for all when
+    /// the bus cannot say). Where a user stands after a (re)connect includes
+    /// whether the partner is still there: `user_left` may have gone by.
+    pub async fn presence_of(&self, users: &[UserId]) -> Vec<Option<bool>> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        match self.bus.nodes_of(users).await {
+            Ok(nodes) => nodes.iter().map(|n| Some(!n.is_empty())).collect(),
+            Err(_) => vec![None; users.len()],
+        }
     }
 
     /// Where the user stands: their active session, or the ended one they
@@ -398,7 +412,11 @@ impl Chat {
         match self.store.current_session(me).await? {
             Some(s) => {
                 self.remember(&s);
-                Ok(Some(self.session_view(&s, me, true).await?))
+                let mut view = self.session_view(&s, me, true).await?;
+                if let (SessionStatus::Active, Some(partner)) = (s.status, s.partner_of(me)) {
+                    view.partner_online = self.presence_of(&[partner]).await[0];
+                }
+                Ok(Some(view))
             }
             // No session is no answer for a user the database does not
             // know (a token outliving its account): that is not signed in.

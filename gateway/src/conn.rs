@@ -85,13 +85,13 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     };
 
     // `connected` is the first frame the client sees.
-    let active = match Box::pin(connected_frame(&inner, user, reference.as_deref())).await {
-        Ok((frame, active)) => {
+    let (active, told) = match Box::pin(connected_frame(&inner, user, reference.as_deref())).await {
+        Ok((frame, active, told)) => {
             handle.push(Out::Text {
                 payload: frame,
                 at_ms: None,
             });
-            active
+            (active, told)
         }
         Err(ChatError::Unauthorized) => {
             // A well-signed token for a user the database does not know (a
@@ -111,6 +111,12 @@ pub async fn serve(inner: Arc<Inner>, ws: WebSocket<Io>) {
     let first_here = inner.registry.add(handle.clone());
     if first_here {
         Box::pin(crate::node::user_arrived(&inner, user, active)).await;
+        if let Some((session, partner)) = active {
+            // `connected` read the partner's presence before this node
+            // held the user's: a `user_joined`/`user_left` in between
+            // reached no one here. Now that it does, read it again.
+            Box::pin(recheck_partner(&inner, &handle, session, partner, told)).await;
+        }
     }
 
     let writer = tokio::spawn(write_loop(w, control.clone(), inner.config.write_timeout));
@@ -151,7 +157,7 @@ async fn linger(read: &mut Reader) {
         }
         // The frames no longer parse (often the very reason for the close):
         // drop raw bytes until the peer is done.
-        let mut scratch = [0u8; 4096];
+        let mut scratch = vec![0u8; 4096];
         while matches!(read.stream_mut().read(&mut scratch).await, Ok(n) if n > 0) {}
     })
     .await;
@@ -232,7 +238,7 @@ async fn connected_frame(
     inner: &Inner,
     user: UserId,
     reference: Option<&str>,
-) -> Result<(Bytes, Option<(SessionId, UserId)>), ChatError> {
+) -> Result<(Bytes, Option<(SessionId, UserId)>, Option<bool>), ChatError> {
     let arrival = inner.arrivals.load(user).await?;
     let mut online = inner.online.load(Ordering::Relaxed);
     if online == 0 {
@@ -243,6 +249,7 @@ async fn connected_frame(
             .online
             .compare_exchange(0, online, Ordering::Relaxed, Ordering::Relaxed);
     }
+    let told = arrival.session.as_ref().and_then(|s| s.partner_online);
     let event = ServerEvent::Connected(ConnectedData {
         user: io_domain::Chat::user_view(&arrival.user),
         node: inner.config.node.to_string(),
@@ -250,7 +257,36 @@ async fn connected_frame(
         online_count: online.max(1),
         session: arrival.session,
     });
-    Ok((Bytes::from(encode(&event, reference)), arrival.active))
+    Ok((Bytes::from(encode(&event, reference)), arrival.active, told))
+}
+
+/// Tell the socket `user_joined` / `user_left` if the partner's presence
+/// is no longer what `connected` said (`told`).
+async fn recheck_partner(
+    inner: &Inner,
+    me: &Handle,
+    session: SessionId,
+    partner: UserId,
+    told: Option<bool>,
+) {
+    let Some(online) = inner.chat.presence_of(&[partner]).await[0] else {
+        return;
+    };
+    if told == Some(online) {
+        return;
+    }
+    let data = SessionRef {
+        session_id: session.0,
+    };
+    let event = if online {
+        ServerEvent::UserJoined(data)
+    } else {
+        ServerEvent::UserLeft(data)
+    };
+    me.push(Out::Text {
+        payload: Bytes::from(encode(&event, None)),
+        at_ms: None,
+    });
 }
 
 async fn no_send(_: Frame<'_>) -> Result<(), std::convert::Infallible> {
@@ -328,11 +364,16 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                     );
                 }
                 if !frame.fin {
-                    fragments = Some(Partial::Binary);
+                    fragments = Some(Partial::Binary(frame.payload.len()));
                 }
                 continue;
             }
-            (OpCode::Continuation, Some(Partial::Binary)) => {
+            (OpCode::Continuation, Some(Partial::Binary(size))) => {
+                *size += frame.payload.len();
+                if *size > inner.config.max_message_bytes {
+                    me.control.close(CLOSE_TOO_LARGE);
+                    return None;
+                }
                 if frame.fin {
                     fragments = None;
                 }
@@ -384,7 +425,8 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
 /// A message that is arriving in fragments.
 enum Partial {
     Text(Vec<u8>),
-    Binary,
+    /// Bytes so far: a whole message is held to the size limit too.
+    Binary(usize),
 }
 
 /// The close code for a frame the reader refused; `None` when the peer is

@@ -190,8 +190,9 @@ pub(crate) fn plan_sessions(
 /// backends. Order matters: a revoked token is simply invalid; a spent one
 /// is a theft signal even if it has since expired, unless it was spent
 /// within [`REFRESH_REUSE_GRACE`]: two refreshes racing with one token (two
-/// requests of one client, a retry after a lost answer) each get a new
-/// token of the family instead of ending the sign-in.
+/// requests of one client, a retry after a lost answer) both rotate it into
+/// its one successor (the caller derives it from the token) instead of
+/// ending the sign-in.
 pub(crate) enum RefreshVerdict {
     Rotate,
     RevokeFamily,

@@ -154,6 +154,8 @@ async function render() {
 /** Inside /app the realtime phase picks the screen. */
 function renderLive() {
   if (path() !== '/app' || !me?.gender) return;
+  // Back at the chat by any way: the toast that offered the way is done.
+  if (toastRun === backToChat.run) toastEl.hidden = true;
   if (live.status === 'connecting' && !live.user) {
     // First connect: avoid flashing the dashboard before a resumed chat.
     if (!current.key?.startsWith('live:')) showLoading('Connecting…');

@@ -457,7 +457,9 @@ class Live {
 
   /** Make `s` the current session (a new timeline if it is another one). */
   adoptSession(s) {
-    const { messages: _messages, ...view } = s;
+    // Messages go to the timeline, the partner's presence to `partnerOnline`
+    // (resume): a copy of either here would only go stale.
+    const { messages: _messages, partnerOnline: _online, ...view } = s;
     const same = this.session?.id === view.id;
     if (!same) {
       this.timeline = new Timeline();
