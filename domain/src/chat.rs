@@ -760,15 +760,20 @@ impl Chat {
         partner: UserId,
         online: bool,
     ) -> ChatResult<()> {
+        let event = Self::presence_event(session, online);
+        self.notify(vec![(partner, event)], None).await
+    }
+
+    /// `user_joined` (online) or `user_left` for `session`.
+    pub fn presence_event(session: SessionId, online: bool) -> ServerEvent {
         let data = SessionRef {
             session_id: session.0,
         };
-        let event = if online {
+        if online {
             ServerEvent::UserJoined(data)
         } else {
             ServerEvent::UserLeft(data)
-        };
-        self.notify(vec![(partner, event)], None).await
+        }
     }
 
     /// Tell both users of each freshly committed session (the matcher's

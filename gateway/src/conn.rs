@@ -275,14 +275,7 @@ async fn recheck_partner(
     if told == Some(online) {
         return;
     }
-    let data = SessionRef {
-        session_id: session.0,
-    };
-    let event = if online {
-        ServerEvent::UserJoined(data)
-    } else {
-        ServerEvent::UserLeft(data)
-    };
+    let event = io_domain::Chat::presence_event(session, online);
     me.push(Out::Text {
         payload: Bytes::from(encode(&event, None)),
         at_ms: None,
