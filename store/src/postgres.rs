@@ -85,6 +85,14 @@ bump AS ( \
 SELECT d.ord, d.verdict, f.seq, d.old_id, d.old_seq, d.old_content, d.old_created \
 FROM decided d LEFT JOIN fresh f ON f.ord = d.ord";
 
+/// Rotations and revocations of one user's refresh tokens take turns under
+/// this lock (held to the end of the transaction): a revocation's `UPDATE`
+/// then sees every successor a rotation inserted, instead of missing one
+/// committed in the same instant (read committed reads a snapshot per
+/// statement). Taken before any row lock, always, so the two never deadlock.
+const LOCK_USER_TOKENS: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('io refresh-tokens ' || $1::text, 0))";
+
 /// Runs of [`APPEND`] for one batch: a second run sees what raced the
 /// first; a third only if yet another node wrote the same key meanwhile.
 const APPEND_ATTEMPTS: u32 = 3;
@@ -379,6 +387,20 @@ impl Store for PgStore {
     ) -> StoreResult<RefreshOutcome> {
         let now = stored(now);
         let mut tx = self.pool.begin().await.map_err(db)?;
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(old_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let Some(owner) = owner else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        sqlx::query(LOCK_USER_TOKENS)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         // The row lock makes two concurrent presentations of one token
         // take turns: the second sees it spent.
         let row = sqlx::query(
@@ -432,24 +454,36 @@ impl Store for PgStore {
     }
 
     async fn revoke_refresh_family(&self, token_hash: &[u8], user: UserId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(LOCK_USER_TOKENS)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         sqlx::query(sql::REVOKE_FAMILY_OF_TOKEN)
             .bind(token_hash)
             .bind(user.0)
             .bind(stored(Utc::now()))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     async fn revoke_user_refresh_tokens(&self, user: UserId) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(LOCK_USER_TOKENS)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         sqlx::query(sql::REVOKE_USER)
             .bind(user.0)
             .bind(stored(Utc::now()))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     async fn create_session(
