@@ -9,6 +9,8 @@ import { announce, h, replaceChildren } from './dom.js';
 const WAITING_POLL_MS = 4_000;
 /** And the online count this often while idle (pushes cover most changes). */
 const IDLE_POLL_MS = 30_000;
+/** A search this long without a match explains why people waiting are not matches. */
+const HINT_AFTER_MS = 12_000;
 
 const SEEKING_TEXT = { girl: 'girls', dude: 'dudes', any: 'anyone' };
 
@@ -27,6 +29,12 @@ export function mount(root, ctx) {
 
   const searchHeading = h('h2', { class: 'subtitle' }, 'Looking for someone…');
   const waiting = h('p', { class: 'muted', 'data-testid': 'waiting-counts' });
+  const hint = h(
+    'p',
+    { class: 'muted small', 'data-testid': 'search-hint', hidden: true },
+    'Still looking. The counts are everyone searching, but IO never pairs the same two people twice and only pairs people looking for each other, so someone waiting may not be a match for you.',
+  );
+  let hintTimer = 0;
   const cancel = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'cancel-search' }, 'Cancel');
   const searchBox = h(
     'div',
@@ -34,6 +42,7 @@ export function mount(root, ctx) {
     h('div', { class: 'radar', 'aria-hidden': 'true' }, h('span'), h('span'), h('span')),
     searchHeading,
     waiting,
+    hint,
     cancel,
   );
 
@@ -93,7 +102,10 @@ export function mount(root, ctx) {
     const searching = live.phase === 'searching';
     idleBox.hidden = searching;
     searchBox.hidden = !searching;
+    clearTimeout(hintTimer);
+    hint.hidden = true;
     if (searching) {
+      hintTimer = setTimeout(() => (hint.hidden = false), HINT_AFTER_MS);
       if (announceIt) announce('Searching for someone. Press Cancel to stop.');
       if (document.activeElement === findButton || document.activeElement === document.body) cancel.focus();
       if (live.searchConfirmed) poll();
@@ -124,6 +136,7 @@ export function mount(root, ctx) {
     unmount() {
       alive = false;
       clearTimeout(pollTimer);
+      clearTimeout(hintTimer);
       for (const off of offs) off();
     },
   };
