@@ -401,8 +401,10 @@ impl Chat {
             return Vec::new();
         }
         match self.bus.nodes_of(users).await {
-            Ok(nodes) => nodes.iter().map(|n| Some(!n.is_empty())).collect(),
-            Err(_) => vec![None; users.len()],
+            Ok(nodes) if nodes.len() == users.len() => {
+                nodes.iter().map(|n| Some(!n.is_empty())).collect()
+            }
+            _ => vec![None; users.len()],
         }
     }
 
