@@ -191,45 +191,36 @@ async fn join(
 /// in all). Anything else, a breach of RFC 6455 included, is not a `join`.
 async fn first_message(read: &mut Reader, w: &mut Writer, max: usize) -> Result<String, u16> {
     let mut send = no_send;
-    let mut text: Option<Vec<u8>> = None;
-    let mut frames = 0u32;
-    loop {
+    let mut message = Assembler::default();
+    for _ in 0..FRAMES_BEFORE_JOIN {
         let frame = read.read_frame(&mut send).await.map_err(|e| match e {
             WebSocketError::FrameTooLarge => CLOSE_TOO_LARGE,
             _ => CLOSE_NOT_AUTHENTICATED,
         })?;
-        frames += 1;
-        if frames > FRAMES_BEFORE_JOIN {
-            return Err(CLOSE_NOT_AUTHENTICATED);
-        }
-        let fin = frame.fin;
-        match (frame.opcode, text.as_mut()) {
-            (OpCode::Ping | OpCode::Pong, _) => {
-                if frame.opcode == OpCode::Ping {
-                    let mut buf = Vec::new();
-                    encode_out(
-                        &Out::Pong(Bytes::copy_from_slice(&frame.payload)),
-                        &mut buf,
-                        &mut Vec::new(),
-                    );
-                    w.write_all(&buf).await.map_err(|_| CLOSE_ABNORMAL)?;
-                }
-                continue;
+        match frame.opcode {
+            OpCode::Ping => {
+                let mut buf = Vec::new();
+                encode_out(
+                    &Out::Pong(Bytes::copy_from_slice(&frame.payload)),
+                    &mut buf,
+                    &mut Vec::new(),
+                );
+                w.write_all(&buf).await.map_err(|_| CLOSE_ABNORMAL)?;
             }
-            (OpCode::Text, None) => text = Some(frame.payload.to_vec()),
-            (OpCode::Continuation, Some(buf)) => {
-                buf.extend_from_slice(&frame.payload);
-                if buf.len() > max {
-                    return Err(CLOSE_TOO_LARGE);
+            OpCode::Pong => {}
+            _ => match message.push(&frame, max) {
+                Ok(Assembled::Text(bytes)) => {
+                    return String::from_utf8(bytes).map_err(|_| CLOSE_NOT_AUTHENTICATED)
                 }
-            }
-            _ => return Err(CLOSE_NOT_AUTHENTICATED),
-        }
-        if fin {
-            let bytes = text.take().unwrap_or_default();
-            return String::from_utf8(bytes).map_err(|_| CLOSE_NOT_AUTHENTICATED);
+                Ok(Assembled::Nothing) => {}
+                Err(Broken::TooLarge) => return Err(CLOSE_TOO_LARGE),
+                Ok(Assembled::Binary) | Err(Broken::Protocol) => {
+                    return Err(CLOSE_NOT_AUTHENTICATED)
+                }
+            },
         }
     }
+    Err(CLOSE_NOT_AUTHENTICATED)
 }
 
 /// The `connected` frame, and the user's active session with its partner
@@ -295,9 +286,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
     .allow_burst(NonZeroU32::new(inner.config.event_burst).unwrap_or(NonZeroU32::MIN));
     let bucket = io_domain::limits::direct(quota);
     let mut strikes = 0u32;
-    // A message arriving in fragments: text being put together, or a binary
-    // one (refused at its first frame) whose rest is dropped.
-    let mut fragments: Option<Partial> = None;
+    let mut messages = Assembler::default();
     let actor = Actor {
         user: me.user,
         conn: Some(ConnRef {
@@ -339,63 +328,38 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 return None;
             }
         }
-        let text: Vec<u8> = match (frame.opcode, fragments.as_mut()) {
-            (OpCode::Ping, _) => {
+        let text = match frame.opcode {
+            OpCode::Ping => {
                 if within {
                     me.push(Out::Pong(Bytes::copy_from_slice(&frame.payload)));
                 }
                 continue;
             }
-            (OpCode::Pong, _) => continue,
-            (OpCode::Binary, None) => {
-                if within {
-                    send_error(
-                        me,
-                        None,
-                        "VALIDATION_ERROR",
-                        "binary frames are not supported",
-                    );
-                }
-                if !frame.fin {
-                    fragments = Some(Partial::Binary(frame.payload.len()));
-                }
-                continue;
-            }
-            (OpCode::Continuation, Some(Partial::Binary(size))) => {
-                *size += frame.payload.len();
-                if *size > inner.config.max_message_bytes {
-                    me.control.close(CLOSE_TOO_LARGE);
-                    return None;
-                }
-                if frame.fin {
-                    fragments = None;
-                }
-                continue;
-            }
-            (OpCode::Text, None) if frame.fin => frame.payload.to_vec(),
-            (OpCode::Text, None) => {
-                fragments = Some(Partial::Text(frame.payload.to_vec()));
-                continue;
-            }
-            (OpCode::Continuation, Some(Partial::Text(buf))) => {
-                buf.extend_from_slice(&frame.payload);
-                if buf.len() > inner.config.max_message_bytes {
-                    me.control.close(CLOSE_TOO_LARGE);
-                    return None;
-                }
-                if !frame.fin {
+            OpCode::Pong => continue,
+            _ => match messages.push(&frame, inner.config.max_message_bytes) {
+                Ok(Assembled::Text(text)) => text,
+                Ok(Assembled::Binary) => {
+                    if within {
+                        send_error(
+                            me,
+                            None,
+                            "VALIDATION_ERROR",
+                            "binary frames are not supported",
+                        );
+                    }
                     continue;
                 }
-                std::mem::take(buf)
-            }
-            // A continuation with nothing to continue, or a new message
-            // before the last one's final fragment.
-            _ => {
-                me.control.close(CLOSE_PROTOCOL_ERROR);
-                return None;
-            }
+                Ok(Assembled::Nothing) => continue,
+                Err(Broken::TooLarge) => {
+                    me.control.close(CLOSE_TOO_LARGE);
+                    return None;
+                }
+                Err(Broken::Protocol) => {
+                    me.control.close(CLOSE_PROTOCOL_ERROR);
+                    return None;
+                }
+            },
         };
-        fragments = None;
         let Ok(text) = String::from_utf8(text) else {
             me.control.close(CLOSE_INVALID_DATA);
             return None;
@@ -415,11 +379,80 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
     }
 }
 
+/// Puts data messages together from their frames (RFC 6455 5.4); control
+/// frames, which may come between fragments, are the caller's.
+#[derive(Default)]
+struct Assembler {
+    partial: Option<Partial>,
+}
+
 /// A message that is arriving in fragments.
 enum Partial {
     Text(Vec<u8>),
-    /// Bytes so far: a whole message is held to the size limit too.
+    /// Bytes so far: a binary message is refused, its rest dropped, but held
+    /// to the size limit too.
     Binary(usize),
+}
+
+/// What one data frame made of its message.
+enum Assembled {
+    /// A whole text message.
+    Text(Vec<u8>),
+    /// The first frame of a binary message.
+    Binary,
+    /// A fragment of a message not whole yet, or the rest of a binary one.
+    Nothing,
+}
+
+/// Why a data frame belongs to no message.
+enum Broken {
+    /// The message grew past the size limit.
+    TooLarge,
+    /// A continuation of nothing, or a new message inside a fragmented one.
+    Protocol,
+}
+
+impl Assembler {
+    fn push(&mut self, frame: &Frame<'_>, max: usize) -> Result<Assembled, Broken> {
+        let payload = &frame.payload[..];
+        match (frame.opcode, self.partial.as_mut()) {
+            (OpCode::Text, None) if frame.fin => Ok(Assembled::Text(payload.to_vec())),
+            (OpCode::Text, None) => {
+                self.partial = Some(Partial::Text(payload.to_vec()));
+                Ok(Assembled::Nothing)
+            }
+            (OpCode::Binary, None) => {
+                if !frame.fin {
+                    self.partial = Some(Partial::Binary(payload.len()));
+                }
+                Ok(Assembled::Binary)
+            }
+            (OpCode::Continuation, Some(partial)) => {
+                let size = match partial {
+                    Partial::Text(buf) => {
+                        buf.extend_from_slice(payload);
+                        buf.len()
+                    }
+                    Partial::Binary(size) => {
+                        *size += payload.len();
+                        *size
+                    }
+                };
+                if size > max {
+                    return Err(Broken::TooLarge);
+                }
+                match (frame.fin, self.partial.take()) {
+                    (true, Some(Partial::Text(buf))) => Ok(Assembled::Text(buf)),
+                    (true, _) => Ok(Assembled::Nothing),
+                    (false, partial) => {
+                        self.partial = partial;
+                        Ok(Assembled::Nothing)
+                    }
+                }
+            }
+            _ => Err(Broken::Protocol),
+        }
+    }
 }
 
 /// The close code for a frame the reader refused; `None` when the peer is
