@@ -195,27 +195,41 @@ async fn reroute_stale(inner: &Inner, lost: Vec<Envelope>) {
     }
 }
 
-/// A timer that steps through the registry's shards so that each comes
-/// round once per `period`: periodic work on every socket is spread over
-/// the period instead of landing on the node (and on Redis, and on the
-/// clients) all at once.
-fn shard_steps(period: Duration) -> tokio::time::Interval {
-    let step = (period / SHARDS as u32).max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval(step);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
+/// Steps through the registry's shards so that each comes round once per
+/// period: periodic work on every socket is spread over the period instead
+/// of landing on the node (and on Redis, and on the clients) all at once.
+struct ShardSteps {
+    tick: tokio::time::Interval,
+    next: usize,
+}
+
+impl ShardSteps {
+    fn new(period: Duration) -> Self {
+        let step = (period / SHARDS as u32).max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval(step);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ShardSteps { tick, next: 0 }
+    }
+
+    /// The shard whose turn has come; `None` once `stop` fires.
+    async fn next(&mut self, stop: &CancellationToken) -> Option<usize> {
+        tokio::select! {
+            _ = stop.cancelled() => None,
+            _ = self.tick.tick() => {
+                let shard = self.next;
+                self.next = (shard + 1) % SHARDS;
+                Some(shard)
+            }
+        }
+    }
 }
 
 /// Keep this node's users present, a shard at a time, each user once per
 /// heartbeat; a crashed node's users expire.
 async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut tick = shard_steps(inner.config.heartbeat);
+    let mut steps = ShardSteps::new(inner.config.heartbeat);
     let mut failing = false;
-    for shard in (0..SHARDS).cycle() {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    while let Some(shard) = steps.next(&stop).await {
         let users = inner.registry.users_in_shard(shard);
         if users.is_empty() {
             continue;
@@ -274,13 +288,8 @@ async fn online_count(inner: Arc<Inner>, stop: CancellationToken) {
 /// silent for two intervals.
 async fn pings(inner: Arc<Inner>, stop: CancellationToken) {
     let interval = inner.config.ping_interval;
-    let mut tick = shard_steps(interval);
-    tick.tick().await;
-    for shard in (0..SHARDS).cycle() {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut steps = ShardSteps::new(interval);
+    while let Some(shard) = steps.next(&stop).await {
         let deadline = now_ms().saturating_sub(2 * interval.as_millis() as u64);
         for socket in inner.registry.sockets_in_shard(shard) {
             if socket.control.last_seen_ms.load(Ordering::Relaxed) < deadline {
