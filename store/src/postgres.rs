@@ -93,6 +93,12 @@ FROM decided d LEFT JOIN fresh f ON f.ord = d.ord";
 const LOCK_USER_TOKENS: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('io refresh-tokens ' || $1::text, 0))";
 
+/// [`LOCK_USER_TOKENS`] for the owner of token `$1`; no row if there is no
+/// such token.
+const LOCK_TOKEN_OWNER: &str = "SELECT pg_advisory_xact_lock(\
+       hashtextextended('io refresh-tokens ' || user_id::text, 0)) \
+     FROM refresh_tokens WHERE token_hash = $1";
+
 /// Runs of [`APPEND`] for one batch: a second run sees what raced the
 /// first; a third only if yet another node wrote the same key meanwhile.
 const APPEND_ATTEMPTS: u32 = 3;
@@ -138,6 +144,23 @@ impl PgStore {
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// Run a revocation of `user`'s refresh tokens under the user's lock
+    /// ([`LOCK_USER_TOKENS`]).
+    async fn revoke_refresh(
+        &self,
+        user: UserId,
+        revoke: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(LOCK_USER_TOKENS)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        revoke.execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     /// A group commit in one statement, [`APPEND`]: one round trip, and
@@ -387,20 +410,15 @@ impl Store for PgStore {
     ) -> StoreResult<RefreshOutcome> {
         let now = stored(now);
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let owner: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
-                .bind(old_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some(owner) = owner else {
-            return Ok(RefreshOutcome::Invalid);
-        };
-        sqlx::query(LOCK_USER_TOKENS)
-            .bind(owner)
-            .execute(&mut *tx)
+        // The owner's lock first (see LOCK_USER_TOKENS), then the row's.
+        let owner = sqlx::query(LOCK_TOKEN_OWNER)
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
+        if owner.is_none() {
+            return Ok(RefreshOutcome::Invalid);
+        }
         // The row lock makes two concurrent presentations of one token
         // take turns: the second sees it spent.
         let row = sqlx::query(
@@ -454,36 +472,18 @@ impl Store for PgStore {
     }
 
     async fn revoke_refresh_family(&self, token_hash: &[u8], user: UserId) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(LOCK_USER_TOKENS)
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        sqlx::query(sql::REVOKE_FAMILY_OF_TOKEN)
+        let revoke = sqlx::query(sql::REVOKE_FAMILY_OF_TOKEN)
             .bind(token_hash)
             .bind(user.0)
-            .bind(stored(Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .bind(stored(Utc::now()));
+        self.revoke_refresh(user, revoke).await
     }
 
     async fn revoke_user_refresh_tokens(&self, user: UserId) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(LOCK_USER_TOKENS)
+        let revoke = sqlx::query(sql::REVOKE_USER)
             .bind(user.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        sqlx::query(sql::REVOKE_USER)
-            .bind(user.0)
-            .bind(stored(Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .bind(stored(Utc::now()));
+        self.revoke_refresh(user, revoke).await
     }
 
     async fn create_session(
