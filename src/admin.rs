@@ -18,18 +18,15 @@ pub async fn provision_users(
     out: &Path,
     prefix: &str,
 ) -> anyhow::Result<()> {
+    // Tokens signed with a throwaway key would be refused by every node;
+    // found out before the database is touched.
+    let secret = crate::app::lasting_jwt_secret(Role::All, s)?.context(
+        "provision-users needs IO_JWT_SECRET, the key the api and gateway nodes sign with, \
+         when the database is not SQLite",
+    )?;
     let store = io_store::connect(&s.database_url)
         .await
         .context("cannot open the store (IO_DATABASE_URL)")?;
-    // Tokens signed with anything but the nodes' key would be refused by
-    // every node: only `io all`'s own SQLite secret may stand in for it.
-    if s.jwt_secret.is_none() && crate::app::sqlite_path(&s.database_url).is_none() {
-        anyhow::bail!(
-            "provision-users needs IO_JWT_SECRET, the key the api and gateway nodes \
-             sign with, when the database is not SQLite"
-        );
-    }
-    let secret = crate::app::jwt_secret(Role::All, s)?;
     let tokens = Tokens::new(&secret, &[], Tokens::DEFAULT_ACCESS_TTL);
     let run = uuid::Uuid::now_v7().simple().to_string();
     let run = &run[run.len() - 8..];

@@ -62,38 +62,44 @@ pub fn check_requirements(role: Role, s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The signing secret: IO_JWT_SECRET, else (under `all`) one generated once
-/// and kept beside the SQLite file so tokens survive restarts.
+/// The signing secret: [`lasting_jwt_secret`], else (`all` on a database
+/// other than SQLite, without IO_JWT_SECRET) a random one for this run.
 pub(crate) fn jwt_secret(role: Role, s: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = lasting_jwt_secret(role, s)? {
+        return Ok(secret);
+    }
+    tracing::warn!("no IO_JWT_SECRET: using a random one for this run; sign-ins end at restart");
+    Ok(io_auth::random_token().into_bytes())
+}
+
+/// A secret tokens stay valid under: IO_JWT_SECRET, else (under `all`) one
+/// generated once and kept beside the SQLite file so tokens survive
+/// restarts; `None` for `all` on another database without IO_JWT_SECRET.
+pub(crate) fn lasting_jwt_secret(role: Role, s: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
     if let Some(secret) = &s.jwt_secret {
         if secret.len() < 32 {
             bail!("IO_JWT_SECRET must be at least 32 characters");
         }
-        return Ok(secret.as_bytes().to_vec());
+        return Ok(Some(secret.as_bytes().to_vec()));
     }
     if role != Role::All {
         bail!("IO_JWT_SECRET is required for `io {}`", role.as_str());
     }
-    let path = match sqlite_path(&s.database_url) {
-        Some(db) => PathBuf::from(format!("{}.jwt-secret", db.display())),
-        None => {
-            tracing::warn!(
-                "no IO_JWT_SECRET: using a random one for this run; sign-ins end at restart"
-            );
-            return Ok(io_auth::random_token().into_bytes());
-        }
+    let Some(db) = sqlite_path(&s.database_url) else {
+        return Ok(None);
     };
+    let path = PathBuf::from(format!("{}.jwt-secret", db.display()));
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_owned();
         if existing.len() >= 32 {
-            return Ok(existing.into_bytes());
+            return Ok(Some(existing.into_bytes()));
         }
     }
     let secret = io_auth::random_token();
     write_private(&path, &secret)
         .with_context(|| format!("cannot keep the generated JWT secret at {}", path.display()))?;
     tracing::warn!(path = %path.display(), "no IO_JWT_SECRET: generated one and kept it beside the database");
-    Ok(secret.into_bytes())
+    Ok(Some(secret.into_bytes()))
 }
 
 #[cfg(unix)]
@@ -115,7 +121,7 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// The file of a `sqlite://path[?…]` URL.
-pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
+fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
