@@ -271,18 +271,16 @@ live.on('error', (err) => {
 // Away from the chat (on the profile page) the chat still happens: say so.
 const partnerAlias = () => live.session?.partner?.alias || 'Your stranger';
 const backToChat = { label: 'Back to chat', run: () => navigate('/app') };
+const awayNews = (text) => {
+  if (path() !== '/app') toast(text, { action: backToChat });
+};
 live.on('messages', ({ added = [] } = {}) => {
-  if (path() === '/app' || !added.some((m) => !m.isMe)) return;
-  toast(`New message from ${partnerAlias()}.`, { action: backToChat });
+  if (added.some((m) => !m.isMe)) awayNews(`New message from ${partnerAlias()}.`);
 });
 live.on('ended', ({ endedBy } = {}) => {
-  if (path() === '/app' || endedBy === 'me') return;
-  toast(`${partnerAlias()} ended the chat.`, { action: backToChat });
+  if (endedBy !== 'me') awayNews(`${partnerAlias()} ended the chat.`);
 });
-live.on('matched', () => {
-  if (path() === '/app') return;
-  toast(`You are chatting with ${partnerAlias()}.`, { action: backToChat });
-});
+live.on('matched', () => awayNews(`You are chatting with ${partnerAlias()}.`));
 live.on('auth-lost', () => {
   me = null;
   toast('Your sign-in expired. Please sign in again.');

@@ -95,6 +95,17 @@ function identityCards(identities) {
 
 // --- chat -----------------------------------------------------------------
 
+/** A message's bubble: who (for screen readers), the text, and a meta line. */
+function bubble(item, alias, testid) {
+  return h(
+    'li',
+    { class: `msg ${item.isMe ? 'mine' : 'theirs'}`, 'data-testid': testid },
+    h('span', { class: 'visually-hidden' }, item.isMe ? 'You: ' : `${alias}: `),
+    h('p', { class: 'msg-text', dir: 'auto' }, item.content),
+    h('p', { class: 'msg-meta' }),
+  );
+}
+
 function chatView(ctx) {
   const { live } = ctx;
   const session = live.session;
@@ -194,15 +205,7 @@ function chatView(ctx) {
   const nodes = new Map();
   const keyOf = (item) => (item.isMe && item.clientMsgId ? `c:${item.clientMsgId}` : `i:${item.id}`);
 
-  const makeBubble = (item) => {
-    const li = h('li', { class: 'msg', 'data-testid': 'message' });
-    li.append(
-      h('span', { class: 'visually-hidden' }, item.isMe ? 'You: ' : `${alias}: `),
-      h('p', { class: 'msg-text', dir: 'auto' }, item.content),
-      h('p', { class: 'msg-meta' }),
-    );
-    return li;
-  };
+  const makeBubble = (item) => bubble(item, alias, 'message');
 
   const paintBubble = (li, item) => {
     const state = `${item.status}|${item.seq}|${item.error}`;
@@ -545,15 +548,11 @@ function ratingView(ctx) {
     transcript.hidden = items.length === 0;
     replaceChildren(
       transcriptList,
-      items.map((m) =>
-        h(
-          'li',
-          { class: `msg ${m.isMe ? 'mine' : 'theirs'}`, 'data-testid': 'transcript-message' },
-          h('span', { class: 'visually-hidden' }, m.isMe ? 'You: ' : `${alias}: `),
-          h('p', { class: 'msg-text', dir: 'auto' }, m.content),
-          h('p', { class: 'msg-meta' }, h('time', { datetime: m.createdAt ?? '' }, clock(m.createdAt))),
-        ),
-      ),
+      items.map((m) => {
+        const li = bubble(m, alias, 'transcript-message');
+        li.querySelector('.msg-meta').append(h('time', { datetime: m.createdAt ?? '' }, clock(m.createdAt)));
+        return li;
+      }),
     );
   };
   paintTranscript();

@@ -425,15 +425,10 @@ class Live {
       this.emit('rated', { rating: d.rating });
     },
     user_joined(d) {
-      if (!this.isCurrent(d.sessionId)) return;
-      this.partnerOnline = true;
-      this.emit('presence', true);
+      if (this.isCurrent(d.sessionId)) this.setPartnerOnline(true);
     },
     user_left(d) {
-      if (!this.isCurrent(d.sessionId)) return;
-      this.partnerOnline = false;
-      this.setPartnerTyping(false);
-      this.emit('presence', false);
+      if (this.isCurrent(d.sessionId)) this.setPartnerOnline(false);
     },
     online_count(d) {
       if (Number.isFinite(d.count)) this.setOnline(d.count);
@@ -443,6 +438,12 @@ class Live {
   setOnline(count) {
     this.onlineCount = count;
     this.emit('online', count);
+  }
+
+  setPartnerOnline(online) {
+    this.partnerOnline = online;
+    if (!online) this.setPartnerTyping(false);
+    this.emit('presence', online);
   }
 
   setPartnerTyping(on) {
@@ -492,9 +493,7 @@ class Live {
       this.adoptSession(session);
       // The partner may have left (or come back) while this page was away.
       if (typeof session.partnerOnline === 'boolean' && session.partnerOnline !== this.partnerOnline) {
-        this.partnerOnline = session.partnerOnline;
-        if (!this.partnerOnline) this.setPartnerTyping(false);
-        this.emit('presence', this.partnerOnline);
+        this.setPartnerOnline(session.partnerOnline);
       }
       if (Array.isArray(session.messages)) {
         if (this.timeline.floor === null && session.messages.length === 0) {
