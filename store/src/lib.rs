@@ -7,7 +7,9 @@
 //! (`store/tests/contract.rs`). The decisions of the two batch writes (which
 //! messages of a group commit are new and which `seq` each gets; which pairs
 //! of a pairing round become sessions) are made by one piece of plain Rust
-//! shared by both backends; only the SQL around them differs.
+//! shared by both backends; only the SQL around them differs. Methods that
+//! are one statement on the pool are written once, generic over the sqlx
+//! database (`pooled.rs`).
 //!
 //! Invariants that hold because of how the writes are shaped:
 //! - `seq` is 1, 2, 3… per session in commit order with no gaps, even with
@@ -30,6 +32,7 @@ pub use io_domain::ports::{Store, StoreError, StoreResult};
 
 mod error;
 mod plan;
+mod pooled;
 mod postgres;
 mod records;
 mod sql;

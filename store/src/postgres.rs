@@ -26,8 +26,9 @@ use uuid::Uuid;
 use crate::error::{corrupt, db, is_kind, violates};
 use crate::plan::RefreshVerdict;
 use crate::plan::{self, RoundState};
+use crate::pooled::OnPool;
 use crate::records::{self, stored, Cols};
-use crate::records::{MESSAGE_COLS, RATING_COLS, SESSION_COLS, USER_COLS};
+use crate::records::{SESSION_COLS, USER_COLS};
 use crate::sql;
 use crate::StoreOptions;
 
@@ -261,11 +262,7 @@ impl Cols for PgRow {
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        OnPool(&self.pool).ping().await
     }
 
     async fn put_magic_link(
@@ -303,40 +300,15 @@ impl Store for PgStore {
         token_hash: &[u8],
         now: Timestamp,
     ) -> StoreResult<Option<Email>> {
-        let row = sqlx::query(
-            "DELETE FROM magic_links WHERE token_hash = $1 RETURNING email, expires_at",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        let Some(row) = row else { return Ok(None) };
-        if row.time("expires_at")? <= now {
-            return Ok(None);
-        }
-        let email = Email::parse(&row.text("email")?).map_err(|_| corrupt("magic link email"))?;
-        Ok(Some(email))
+        OnPool(&self.pool).take_magic_link(token_hash, now).await
     }
 
     async fn upsert_user(&self, email: &Email, alias: &Alias, now: Timestamp) -> StoreResult<User> {
-        let row = sqlx::query(&sql::upsert_user())
-            .bind(UserId::new().0)
-            .bind(email.as_str())
-            .bind(alias.as_str())
-            .bind(stored(now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        records::user(&row)
+        OnPool(&self.pool).upsert_user(email, alias, now).await
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        row.as_ref().map(records::user).transpose()
+        OnPool(&self.pool).user(id).await
     }
 
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
@@ -355,22 +327,7 @@ impl Store for PgStore {
         update: &ProfileUpdate,
         now: Timestamp,
     ) -> StoreResult<Option<User>> {
-        let b = records::ProfileBinds::of(update);
-        let row = sqlx::query(&sql::update_profile())
-            .bind(id.0)
-            .bind(b.alias)
-            .bind(b.gender)
-            .bind(b.seeking)
-            .bind(b.set_real_name)
-            .bind(b.real_name)
-            .bind(b.set_details)
-            .bind(b.details)
-            .bind(b.reveal_email)
-            .bind(stored(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        row.as_ref().map(records::user).transpose()
+        OnPool(&self.pool).update_profile(id, update, now).await
     }
 
     async fn insert_refresh_token(
@@ -381,24 +338,9 @@ impl Store for PgStore {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query(sql::INSERT_REFRESH)
-            .bind(token_hash)
-            .bind(family.0)
-            .bind(user.0)
-            .bind(stored(expires_at))
-            .bind(stored(now))
-            .execute(&self.pool)
+        OnPool(&self.pool)
+            .insert_refresh_token(token_hash, family, user, expires_at, now)
             .await
-            .map_err(|e| {
-                if is_kind(&e, ErrorKind::ForeignKeyViolation) {
-                    StoreError::NotFound
-                } else if is_kind(&e, ErrorKind::UniqueViolation) {
-                    StoreError::Conflict("refresh token already stored")
-                } else {
-                    db(e)
-                }
-            })?;
-        Ok(())
     }
 
     async fn rotate_refresh_token(
@@ -635,29 +577,11 @@ impl Store for PgStore {
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLS} FROM chat_sessions WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.as_ref().map(records::session).transpose()
+        OnPool(&self.pool).session(id).await
     }
 
     async fn current_session(&self, user: UserId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&sql::current_session())
-            .bind(user.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        match row {
-            Some(r) => Ok(plan::current_of(
-                records::session(&r)?,
-                r.flag("rated_by_me")?,
-            )),
-            None => Ok(None),
-        }
+        OnPool(&self.pool).current_session(user).await
     }
 
     async fn current_sessions(&self, users: &[UserId]) -> StoreResult<Vec<Option<Session>>> {
@@ -679,20 +603,7 @@ impl Store for PgStore {
     }
 
     async fn end_session(&self, id: SessionId, by: UserId, now: Timestamp) -> StoreResult<Session> {
-        let row = sqlx::query(&sql::end_session())
-            .bind(id.0)
-            .bind(by.0)
-            .bind(stored(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        match row {
-            Some(r) => records::session(&r),
-            None => match self.session(id).await? {
-                Some(s) if s.has(by) => Err(StoreError::Conflict("session already ended")),
-                _ => Err(StoreError::NotFound),
-            },
-        }
+        OnPool(&self.pool).end_session(id, by, now).await
     }
 
     async fn append_messages(
@@ -735,45 +646,17 @@ impl Store for PgStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLS} FROM messages \
-             WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        ))
-        .bind(session.0)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(records::message).collect()
+        OnPool(&self.pool)
+            .messages_after(session, after, limit)
+            .await
     }
 
     async fn latest_messages(&self, session: SessionId, limit: u32) -> StoreResult<Vec<Message>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLS} FROM messages \
-             WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
-        ))
-        .bind(session.0)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let mut out = rows
-            .iter()
-            .map(records::message)
-            .collect::<StoreResult<Vec<_>>>()?;
-        out.reverse();
-        Ok(out)
+        OnPool(&self.pool).latest_messages(session, limit).await
     }
 
     async fn message_count(&self, session: SessionId) -> StoreResult<i64> {
-        // seq has no gaps, so the session's last_seq is the count.
-        let row = sqlx::query("SELECT last_seq FROM chat_sessions WHERE id = $1")
-            .bind(session.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        row.ok_or(StoreError::NotFound)?.int("last_seq")
+        OnPool(&self.pool).message_count(session).await
     }
 
     async fn create_reveal_request(
@@ -840,24 +723,13 @@ impl Store for PgStore {
         accept: bool,
         now: Timestamp,
     ) -> StoreResult<RevealRequest> {
-        let row = sqlx::query(&sql::respond_reveal())
-            .bind(session.0)
-            .bind(responder.0)
-            .bind(plan::reveal_answer(accept))
-            .bind(stored(now))
-            .fetch_optional(&self.pool)
+        OnPool(&self.pool)
+            .respond_reveal(session, responder, accept, now)
             .await
-            .map_err(db)?;
-        records::reveal(&row.ok_or(StoreError::NotFound)?)
     }
 
     async fn latest_reveal(&self, session: SessionId) -> StoreResult<Option<RevealRequest>> {
-        let row = sqlx::query(&sql::latest_reveal())
-            .bind(session.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        row.as_ref().map(records::reveal).transpose()
+        OnPool(&self.pool).latest_reveal(session).await
     }
 
     async fn rate_session(
@@ -924,14 +796,6 @@ impl Store for PgStore {
         session: SessionId,
         rater: UserId,
     ) -> StoreResult<Option<RatingRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RATING_COLS} FROM ratings WHERE session_id = $1 AND rater_id = $2"
-        ))
-        .bind(session.0)
-        .bind(rater.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.as_ref().map(records::rating).transpose()
+        OnPool(&self.pool).rating_of(session, rater).await
     }
 }
