@@ -59,6 +59,16 @@ async fn story(app: App) {
         bob_rest.post("/api/chat/find-match", json!({})).await.0,
         409
     );
+    // So is cancelling a search that already ended in this match: the
+    // user is in a chat, not idle.
+    a.send("cancel_search", json!({}), Some("c2")).await;
+    let err = a.next_frame().await;
+    assert_eq!(err["data"]["code"], "CONFLICT", "{err}");
+    assert_eq!(err["ref"], "c2");
+    assert_eq!(
+        bob_rest.post("/api/chat/cancel-search", json!({})).await.0,
+        409
+    );
 
     // Chat both ways.
     a.send(
@@ -157,7 +167,7 @@ async fn story(app: App) {
             )
             .await
             .0,
-        404
+        409
     );
     a.send(
         "reveal_respond",
@@ -242,6 +252,7 @@ async fn story(app: App) {
     .await;
     let bad = a.next_frame().await;
     assert_eq!(bad["data"]["code"], "VALIDATION_ERROR");
+    assert_eq!(bad["data"]["field"], "rating", "{bad}");
     a.send(
         "rate_session",
         json!({"sessionId": session_id, "rating": 4}),
@@ -406,22 +417,29 @@ async fn bad_frames_get_errors_and_keep_the_socket() {
     let app = App::start(&[]).await;
     let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
     let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
-    for (raw, reference) in [
-        ("not json", None),
-        (r#"{"type":"nope","data":{},"ref":"u"}"#, Some("u")),
+    for (raw, reference, field) in [
+        ("not json", None, None),
+        (
+            r#"{"type":"nope","data":{},"ref":"u"}"#,
+            Some("u"),
+            Some("type"),
+        ),
         (
             r#"{"type":"send_message","data":{"sessionId":"x"},"ref":"w"}"#,
             Some("w"),
+            Some("sessionId"),
         ),
         (
             r#"{"type":"typing_start","data":{"sessionId":"6f1c0b9e-0000-7000-8000-000000000000","extra":1},"ref":"e"}"#,
             Some("e"),
+            Some("extra"),
         ),
     ] {
         a.send_raw(raw).await;
         let err = a.next_frame().await;
         assert_eq!(err["type"], "error", "{raw}");
         assert_eq!(err["data"]["code"], "VALIDATION_ERROR", "{raw}");
+        assert_eq!(err["data"]["field"].as_str(), field, "{err}");
         if let Some(r) = reference {
             assert_eq!(err["ref"], r);
         }

@@ -34,7 +34,7 @@ pub(crate) async fn find_match(
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "searching" }))))
 }
 
-/// `POST /api/chat/cancel-search` → `{status: "idle"}`.
+/// `POST /api/chat/cancel-search` → `{status: "idle"}`; 409 in a chat.
 pub(crate) async fn cancel_search(
     State(state): State<Shared>,
     AuthUser(user): AuthUser,

@@ -3,13 +3,12 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::Utc;
 use io_domain::model::ProfileUpdate;
 use io_domain::types::{Alias, CardText, Gender, Seeking};
 use io_domain::Chat;
 use serde_json::{json, Value};
 
-use crate::error::{HttpError, HttpResult};
+use crate::error::HttpResult;
 use crate::extract::{AuthUser, JsonObject};
 use crate::Shared;
 
@@ -68,12 +67,7 @@ pub(crate) async fn put_profile(
     body: JsonObject,
 ) -> HttpResult<Json<Value>> {
     let update = parse_update(&body)?;
-    let user = state
-        .chat
-        .store()
-        .update_profile(user, &update, Utc::now())
-        .await?
-        .ok_or_else(|| HttpError::unauthorized("this account no longer exists"))?;
+    let user = state.chat.update_profile(user, &update).await?;
     Ok(Json(json!({ "profile": Chat::profile_view(&user) })))
 }
 

@@ -18,7 +18,7 @@ use crate::error::{ChatError, ChatResult};
 use crate::limits::{ChatLimiters, ChatLimits};
 use crate::model::*;
 use crate::outbox::{Delivery, Outbox};
-use crate::ports::{Bus, Store};
+use crate::ports::{Bus, Store, StoreError};
 use crate::types::*;
 use crate::writer::MessageWriter;
 
@@ -339,6 +339,33 @@ impl Chat {
         self.user(me).await
     }
 
+    /// Change the user's profile. A user who is searching while their
+    /// gender or what they seek changes is queued again with the new
+    /// profile (their wait starts over), so the matcher never pairs them
+    /// by what they used to be or want.
+    pub async fn update_profile(&self, me: UserId, update: &ProfileUpdate) -> ChatResult<User> {
+        let user = self
+            .store
+            .update_profile(me, update, Utc::now())
+            .await?
+            .ok_or(ChatError::Unauthorized)?;
+        let Some(gender) = user.gender else {
+            return Ok(user);
+        };
+        if (update.gender.is_some() || update.seeking.is_some())
+            && self.bus.queue_leave(&[me]).await? > 0
+        {
+            let entry = QueueEntry {
+                user: me,
+                gender,
+                seeking: user.seeking,
+                joined_at_ms: Utc::now().timestamp_millis(),
+            };
+            self.bus.queue_join(&entry).await?;
+        }
+        Ok(user)
+    }
+
     /// [`Chat::me`] and [`Chat::current_session`] for many users at once
     /// (a storm of connects, or of reconnects after a node drained): one
     /// read of the users and one of their current sessions for the whole
@@ -484,9 +511,15 @@ impl Chat {
         .await
     }
 
-    /// Leave the match queue (idempotent).
+    /// Leave the match queue (idempotent). `CONFLICT` once the search has
+    /// ended in a match: the user is in a chat, not idle.
     pub async fn cancel_search(&self, actor: &Actor) -> ChatResult<()> {
         self.bus.queue_leave(&[actor.user]).await?;
+        if let Some(s) = self.store.current_session(actor.user).await? {
+            if s.status == SessionStatus::Active {
+                return Err(ChatError::Conflict("already in an active session"));
+            }
+        }
         self.notify(
             vec![(actor.user, ServerEvent::SearchCancelled(Empty {}))],
             actor.conn.clone(),
@@ -634,7 +667,15 @@ impl Chat {
         let request = self
             .store
             .respond_reveal(session, actor.user, accept, Utc::now())
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The session is the user's and active: what is missing is
+                // a request of the partner's that waits for an answer.
+                StoreError::NotFound => ChatError::Conflict(
+                    "no reveal request from your partner is waiting for an answer",
+                ),
+                e => e.into(),
+            })?;
         let result = if accept { "accepted" } else { "declined" };
         metrics::counter!("io_reveal_responses_total", "result" => result).increment(1);
         let (me, partner) = if accept {

@@ -345,6 +345,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                             None,
                             "VALIDATION_ERROR",
                             "binary frames are not supported",
+                            None,
                         );
                     }
                     continue;
@@ -370,7 +371,7 @@ async fn read_loop(inner: &Inner, read: &mut Reader, me: &Handle) -> Option<u16>
                 Ok((_, reference)) => reference,
                 Err(e) => e.reference,
             };
-            send_error(me, reference.as_deref(), "RATE_LIMITED", "slow down");
+            send_error(me, reference.as_deref(), "RATE_LIMITED", "slow down", None);
             continue;
         }
         // Boxed: the handling future is large and exists only while a frame
@@ -494,7 +495,13 @@ async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
         Ok(ok) => ok,
         Err(e) => {
             metrics::counter!("io_gateway_events_total", "event" => "invalid").increment(1);
-            send_error(me, e.reference.as_deref(), "VALIDATION_ERROR", &e.message);
+            send_error(
+                me,
+                e.reference.as_deref(),
+                "VALIDATION_ERROR",
+                &e.message,
+                e.field.as_deref(),
+            );
             return;
         }
     };
@@ -567,16 +574,28 @@ async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
             if matches!(e, ChatError::Unavailable(_)) {
                 tracing::warn!(error = %e, event = name, "event failed");
             }
-            send_error(me, reference.as_deref(), e.code(), &e.public_message());
+            send_error(
+                me,
+                reference.as_deref(),
+                e.code(),
+                &e.public_message(),
+                e.field(),
+            );
         }
     }
 }
 
-fn send_error(me: &Handle, reference: Option<&str>, code: &str, message: &str) {
+fn send_error(
+    me: &Handle,
+    reference: Option<&str>,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) {
     let event = ServerEvent::Error(ErrorBody {
         code: code.into(),
         message: message.into(),
-        field: None,
+        field: field.map(str::to_owned),
     });
     me.push(Out::Text {
         payload: Bytes::from(encode(&event, reference)),

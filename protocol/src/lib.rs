@@ -353,31 +353,110 @@ pub struct InFrame {
     pub reference: Option<String>,
 }
 
-/// Why an inbound frame could not be understood.
+/// Why an inbound frame could not be understood: a message for people, and
+/// the field of `data` it is about when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
     pub reference: Option<String>,
+    pub field: Option<String>,
     pub message: String,
 }
 
 /// Parse a client text frame. Unknown types and wrong payloads are errors
 /// that keep whatever `ref` could be read.
 pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> {
-    let frame: InFrame = serde_json::from_str(text).map_err(|e| DecodeError {
-        reference: loose_reference(text),
-        message: format!("malformed frame: {e}"),
+    let frame: InFrame = serde_json::from_str(text).map_err(|e| {
+        let (field, message) = match explain(&e.to_string()) {
+            _ if e.is_syntax() || e.is_eof() => (None, format!("malformed JSON: {e}")),
+            (Some(field), message) => (Some(field), message),
+            (None, _) => (
+                None,
+                "a frame is a JSON object {type, data?, ref?}".to_owned(),
+            ),
+        };
+        DecodeError {
+            reference: loose_reference(text),
+            field,
+            message,
+        }
     })?;
     let data = frame
         .data
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-    let value = serde_json::json!({ "type": frame.kind, "data": data });
-    match serde_json::from_value::<ClientEvent>(value) {
-        Ok(event) => Ok((event, frame.reference)),
-        Err(e) => Err(DecodeError {
+    let event = match frame.kind.as_str() {
+        "join" => payload(data).map(ClientEvent::Join),
+        "find_match" => payload(data).map(ClientEvent::FindMatch),
+        "cancel_search" => payload(data).map(ClientEvent::CancelSearch),
+        "send_message" => payload(data).map(ClientEvent::SendMessage),
+        "typing_start" => payload(data).map(ClientEvent::TypingStart),
+        "typing_stop" => payload(data).map(ClientEvent::TypingStop),
+        "reveal_request" => payload(data).map(ClientEvent::RevealRequest),
+        "reveal_respond" => payload(data).map(ClientEvent::RevealRespond),
+        "end_session" => payload(data).map(ClientEvent::EndSession),
+        "rate_session" => payload(data).map(ClientEvent::RateSession),
+        other => Err((
+            Some("type".to_owned()),
+            format!("unknown event type `{other}`"),
+        )),
+    };
+    event
+        .map(|event| (event, frame.reference.clone()))
+        .map_err(|(field, message)| DecodeError {
             reference: frame.reference,
-            message: format!("invalid `{}` frame: {e}", frame.kind),
-        }),
+            field,
+            message,
+        })
+}
+
+/// One event's `data`. Errors are rare, so only a failed parse runs again
+/// with its path tracked, to name the field.
+fn payload<T: serde::de::DeserializeOwned>(
+    data: serde_json::Value,
+) -> Result<T, (Option<String>, String)> {
+    T::deserialize(&data).map_err(|_| match serde_path_to_error::deserialize::<_, T>(&data) {
+        Ok(_) => (None, "invalid data".to_owned()),
+        Err(e) => {
+            let (named, message) = explain(&e.inner().to_string());
+            let at = e
+                .path()
+                .iter()
+                .next_back()
+                .and_then(|segment| match segment {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    _ => None,
+                });
+            (named.or(at), message)
+        }
+    })
+}
+
+/// serde's message for a value of the wrong shape, said for people, and the
+/// field it names when it names one.
+fn explain(serde_message: &str) -> (Option<String>, String) {
+    let quoted = |rest: &str| rest.split('`').nth(1).map(str::to_owned);
+    if let Some(rest) = serde_message.strip_prefix("missing field ") {
+        return (quoted(rest), "is required".to_owned());
     }
+    if let Some(rest) = serde_message.strip_prefix("unknown field ") {
+        return (quoted(rest), "is not a field of this event".to_owned());
+    }
+    if serde_message.starts_with("UUID parsing failed") || serde_message.contains("expected a UUID")
+    {
+        return (None, "must be a UUID".to_owned());
+    }
+    if serde_message.starts_with("invalid type") || serde_message.starts_with("invalid value") {
+        if let Some((_, expected)) = serde_message.rsplit_once(", expected ") {
+            let expected = match expected {
+                "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer",
+                "a boolean" => "true or false",
+                "a map" => "an object",
+                e if e.starts_with("struct ") => "an object",
+                e => e,
+            };
+            return (None, format!("must be {expected}"));
+        }
+    }
+    (None, serde_message.to_owned())
 }
 
 /// The string `ref` of a JSON object that is not a well-formed frame (no
@@ -411,6 +490,65 @@ mod tests {
         let err = decode(r#"{"type":"join","data":{"token":"t","x":1},"ref":"b"}"#).unwrap_err();
         assert_eq!(err.reference.as_deref(), Some("b"));
         assert!(decode("not json").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_say_what_it_must_be() {
+        let sid = "0190f0e0-0000-7000-8000-000000000001";
+        let cases = [
+            (
+                format!(r#"{{"type":"rate_session","data":{{"sessionId":"{sid}","rating":2.5}}}}"#),
+                Some("rating"),
+                "must be an integer",
+            ),
+            (
+                r#"{"type":"end_session","data":{"sessionId":"nope"}}"#.to_owned(),
+                Some("sessionId"),
+                "must be a UUID",
+            ),
+            (
+                format!(
+                    r#"{{"type":"reveal_respond","data":{{"sessionId":"{sid}","accept":"yes"}}}}"#
+                ),
+                Some("accept"),
+                "must be true or false",
+            ),
+            (
+                format!(
+                    r#"{{"type":"send_message","data":{{"sessionId":"{sid}","clientMsgId":"1"}}}}"#
+                ),
+                Some("content"),
+                "is required",
+            ),
+            (
+                r#"{"type":"find_match","data":{"x":1}}"#.to_owned(),
+                Some("x"),
+                "is not a field of this event",
+            ),
+            (
+                r#"{"type":"dance","data":{}}"#.to_owned(),
+                Some("type"),
+                "unknown event type `dance`",
+            ),
+            (r#"{"data":{}}"#.to_owned(), Some("type"), "is required"),
+            (
+                "null".to_owned(),
+                None,
+                "a frame is a JSON object {type, data?, ref?}",
+            ),
+        ];
+        for (frame, field, message) in cases {
+            let err = decode(&frame).unwrap_err();
+            assert_eq!(err.field.as_deref(), field, "{frame}");
+            assert_eq!(err.message, message, "{frame}");
+        }
+        let err = decode("{nope").unwrap_err();
+        assert_eq!(err.field, None);
+        assert!(
+            err.message.starts_with("malformed JSON: "),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -756,7 +756,13 @@ class Live {
   }
 
   cancelSearch() {
-    const ref = this.send('cancel_search', {});
+    const ref = this.send('cancel_search', {}, {
+      onError: (err) => {
+        // A match was made first: the chat, not idle, is where the user is.
+        if (err.code === 'CONFLICT') this.resync();
+        else this.emit('error', { ...err, action: 'cancel_search' });
+      },
+    });
     this.setPhase('idle');
     return Boolean(ref);
   }

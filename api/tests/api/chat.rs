@@ -61,6 +61,18 @@ async fn find_match_and_cancel_search() -> Result<()> {
         .await?;
     assert_eq!(error_of(r).await?.2.as_deref(), Some("now"));
 
+    // A profile change while searching queues the user as they now are.
+    let r = app
+        .put_auth("/api/users/profile", &token, json!({ "gender": "girl" }))
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let counts: Value = app
+        .get_auth("/api/users/online-count", &token)
+        .await?
+        .json()
+        .await?;
+    assert_eq!(counts["waiting"], json!({ "dude": 0, "girl": 1 }));
+
     let r = app
         .post_auth("/api/chat/cancel-search", &token, json!({}))
         .await?;
@@ -71,7 +83,7 @@ async fn find_match_and_cancel_search() -> Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!(counts["waiting"]["dude"], 0);
+    assert_eq!(counts["waiting"], json!({ "dude": 0, "girl": 0 }));
 
     let cur: Value = app
         .get_auth("/api/chat/current-session", &token)

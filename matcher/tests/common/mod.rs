@@ -247,8 +247,14 @@ impl World {
         }
     }
 
-    pub async fn cancel(&self, user: &TestUser) -> Result<()> {
-        Ok(self.chat.cancel_search(&Actor::rest(user.id)).await?)
+    /// Cancel a search; `false` when a match came first (the user is in a
+    /// session, so there was nothing left to cancel).
+    pub async fn cancel(&self, user: &TestUser) -> Result<bool> {
+        match self.chat.cancel_search(&Actor::rest(user.id)).await {
+            Ok(()) => Ok(true),
+            Err(io_domain::ChatError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn queued(&self) -> Result<Vec<QueueEntry>> {
