@@ -538,3 +538,41 @@ async fn a_reconnect_learns_whether_the_partner_is_still_there() {
     a.close().await;
     app.running.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_to_reveal_while_the_partner_asks_is_a_yes() {
+    let app = App::start(&[]).await;
+    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
+    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
+    let sid = pair_up(&mut a, &mut b).await;
+
+    // Alice asks; Bob, who had not seen it yet, asks too.
+    a.send("reveal_request", json!({"sessionId": sid}), None)
+        .await;
+    b.wait_for("reveal_requested").await;
+    b.send("reveal_request", json!({"sessionId": sid}), Some("mine"))
+        .await;
+    let answer = b.next_frame().await;
+    assert_eq!(answer["type"], "reveal_response", "{answer}");
+    assert_eq!(answer["ref"], "mine");
+    assert_eq!(answer["data"]["status"], "accepted");
+    assert_eq!(
+        answer["data"]["identities"]["partner"]["realName"],
+        alice.real_name
+    );
+    let told = a.wait_for("reveal_response").await;
+    assert_eq!(told["data"]["status"], "accepted");
+    assert_eq!(
+        told["data"]["identities"]["partner"]["realName"],
+        bob.real_name
+    );
+
+    // Once revealed, asking again is a conflict.
+    a.send("reveal_request", json!({"sessionId": sid}), Some("again"))
+        .await;
+    let again = a.next_frame().await;
+    assert_eq!(again["data"]["code"], "CONFLICT", "{again}");
+    app.running.shutdown.cancel();
+}

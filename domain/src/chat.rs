@@ -620,7 +620,9 @@ impl Chat {
         self.notify(vec![(partner, event)], None).await
     }
 
-    /// Ask to reveal identities; the partner is told.
+    /// Ask to reveal identities; the partner is told. Asking while the
+    /// partner's own request waits for an answer is saying yes to it (two
+    /// people who both asked have both consented): both get the cards.
     pub async fn reveal_request(
         &self,
         actor: &Actor,
@@ -631,10 +633,23 @@ impl Chat {
             return Err(ChatError::Conflict("the session is not active"));
         }
         let partner = s.partner_of(actor.user).ok_or(ChatError::NotFound)?;
-        let request = self
+        let request = match self
             .store
             .create_reveal_request(session, actor.user, Utc::now())
-            .await?;
+            .await
+        {
+            Ok(request) => request,
+            Err(StoreError::Conflict(why)) => {
+                let partners_waits = self.store.latest_reveal(session).await?.is_some_and(|r| {
+                    r.status == RevealStatus::Pending && r.requester_id == partner
+                });
+                if partners_waits {
+                    return self.reveal_respond(actor, session, true).await;
+                }
+                return Err(ChatError::Conflict(why));
+            }
+            Err(e) => return Err(e.into()),
+        };
         metrics::counter!("io_reveal_requests_total").increment(1);
         let me = self.user(actor.user).await?;
         self.notify(

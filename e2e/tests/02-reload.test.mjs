@@ -101,7 +101,7 @@ test('a reload mid-chat shows every message once, in order, including those sent
       await route.continue();
     });
     const reloading = ann.page.reload();
-    await seeText(bob.page.getByTestId('partner-banner'), `${ann.alias} left the chat`);
+    await seeText(bob.page.getByTestId('partner-banner'), `${ann.alias} is away`);
     const meanwhile = ['sent while you were gone', 'and another one', 'third while away'];
     for (const text of meanwhile) {
       await typeAndSend(bob, text);

@@ -532,20 +532,16 @@ async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
             .typing(actor, sid(s.session_id), false)
             .await
             .map(|()| None),
+        // Asking while the partner's own request waited says yes to it: the
+        // answer is then the reveal itself.
         ClientEvent::RevealRequest(s) => chat
             .reveal_request(actor, sid(s.session_id))
             .await
-            .map(|_| None),
+            .map(|v| (v.status == "accepted").then(|| reveal_response(v))),
         ClientEvent::RevealRespond(r) => chat
             .reveal_respond(actor, sid(r.session_id), r.accept)
             .await
-            .map(|v| {
-                Some(ServerEvent::RevealResponse(RevealResponseData {
-                    session_id: r.session_id,
-                    status: v.status,
-                    identities: v.identities,
-                }))
-            }),
+            .map(|v| Some(reveal_response(v))),
         ClientEvent::EndSession(s) => chat.end_session(actor, sid(s.session_id)).await.map(|_| {
             Some(ServerEvent::SessionEnded(SessionEndedData {
                 session_id: s.session_id,
@@ -583,6 +579,15 @@ async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
             );
         }
     }
+}
+
+/// The `reveal_response` a reveal's answer carries to the socket that gave it.
+fn reveal_response(v: RevealRequestView) -> ServerEvent {
+    ServerEvent::RevealResponse(RevealResponseData {
+        session_id: v.session_id,
+        status: v.status,
+        identities: v.identities,
+    })
 }
 
 fn send_error(

@@ -238,7 +238,45 @@ export function friendly(err) {
 }
 ctx.friendly = friendly;
 
-document.querySelector('[data-testid="sign-out"]').addEventListener('click', async () => {
+// Signing out in a chat ends it: the partner is not left waiting for
+// someone who went away on purpose. Like End, it takes a second press
+// (within SIGN_OUT_CONFIRM_MS), and signs out once the end is confirmed (or
+// after a short wait, if the connection is gone).
+const SIGN_OUT_CONFIRM_MS = 4_000;
+const SIGN_OUT_END_WAIT_MS = 3_000;
+const signOutButton = document.querySelector('[data-testid="sign-out"]');
+let signOutArmed = null;
+const disarmSignOut = () => {
+  clearTimeout(signOutArmed);
+  signOutArmed = null;
+  signOutButton.textContent = 'Sign out';
+};
+const endChatFirst = () =>
+  new Promise((resolve) => {
+    let off = () => {};
+    const done = () => {
+      off();
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(done, SIGN_OUT_END_WAIT_MS);
+    off = live.on('ended', done);
+    if (!live.endSession()) done();
+  });
+signOutButton.addEventListener('click', async () => {
+  if (live.phase === 'chat' && live.session) {
+    if (!signOutArmed) {
+      signOutButton.textContent = 'End chat and sign out?';
+      announce('You are in a chat. Press Sign out again to end it and sign out.');
+      signOutArmed = setTimeout(disarmSignOut, SIGN_OUT_CONFIRM_MS);
+      return;
+    }
+    disarmSignOut();
+    signOutButton.disabled = true;
+    await endChatFirst();
+    signOutButton.disabled = false;
+  }
+  disarmSignOut();
   live.stop();
   await signOut();
   me = null;

@@ -180,7 +180,6 @@ function chatView(ctx) {
     class: 'composer-input',
     'data-testid': 'message-input',
     rows: 1,
-    maxlength: MAX_MESSAGE_CHARS,
     enterkeyhint: 'send',
     dir: 'auto',
     placeholder: 'Say something…',
@@ -294,15 +293,30 @@ function chatView(ctx) {
     input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
   };
 
+  // Text over the limit (a long paste) is kept whole and refused with a
+  // reason, never cut short without a word.
   const paintCounter = () => {
     const n = [...input.value].length;
-    counter.textContent = n > MAX_MESSAGE_CHARS - 200 ? `${n} / ${MAX_MESSAGE_CHARS}` : '';
+    const over = n > MAX_MESSAGE_CHARS;
+    counter.textContent = over
+      ? `${n} / ${MAX_MESSAGE_CHARS} · ${n - MAX_MESSAGE_CHARS} too many`
+      : n > MAX_MESSAGE_CHARS - 200
+        ? `${n} / ${MAX_MESSAGE_CHARS}`
+        : '';
+    counter.classList.toggle('over', over);
+    input.setAttribute('aria-invalid', String(over));
   };
 
   composer.addEventListener('submit', (event) => {
     event.preventDefault();
     const text = input.value;
     if (!text.trim()) return;
+    const n = [...text].length;
+    if (n > MAX_MESSAGE_CHARS) {
+      announce(`Not sent: your message has ${n} characters, the limit is ${MAX_MESSAGE_CHARS}.`);
+      input.focus();
+      return;
+    }
     if (live.sendMessage(text)) {
       input.value = '';
       grow();
@@ -352,7 +366,7 @@ function chatView(ctx) {
       later(() => {
         if (epoch !== presenceEpoch || live.partnerOnline) return;
         leftShown = true;
-        showBanner(`${alias} left the chat. They may come back, or you can end it.`, 'left');
+        showBanner(`${alias} is away: their connection closed. They may come back, or you can end the chat.`, 'left');
       }, LEFT_GRACE_MS);
       return;
     }
@@ -393,7 +407,8 @@ function chatView(ctx) {
     promptText.textContent = `${alias} wants to reveal identities. Only if you say yes do you both see each other's card.`;
     if (document.activeElement === revealButton && ['pending', 'answering', 'accepted'].includes(state)) input.focus(); // before it hides: focus would drop to <body>
     revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted';
-    revealButton.textContent = state === 'declined' ? 'Ask again' : 'Reveal';
+    // Only the one who asked and was declined asks *again*.
+    revealButton.textContent = state === 'declined' && requestedBy === 'me' ? 'Ask again' : 'Reveal';
     let status = '';
     let testid = 'reveal-status';
     if (state === 'pending' && requestedBy === 'me') status = `Reveal request sent. Waiting for ${alias}…`;
@@ -544,13 +559,19 @@ function ratingView(ctx) {
     transcriptList,
   );
   const paintTranscript = () => {
-    const items = live.timeline.items().filter((m) => m.status === 'sent');
+    // Own messages that never went out (the chat ended first) stay, marked.
+    const items = live.timeline.items().filter((m) => m.status === 'sent' || m.status === 'failed');
     transcript.hidden = items.length === 0;
     replaceChildren(
       transcriptList,
       items.map((m) => {
         const li = bubble(m, alias, 'transcript-message');
-        li.querySelector('.msg-meta').append(h('time', { datetime: m.createdAt ?? '' }, clock(m.createdAt)));
+        li.classList.add(m.status);
+        li.querySelector('.msg-meta').append(
+          m.status === 'failed'
+            ? h('span', { class: 'failed-text' }, `Not delivered: ${m.error || 'not sent'}`)
+            : h('time', { datetime: m.createdAt ?? '' }, clock(m.createdAt)),
+        );
         return li;
       }),
     );

@@ -98,8 +98,11 @@ export function mount(root, ctx) {
     pollTimer = setTimeout(poll, WAITING_POLL_MS);
   };
 
+  let wasSearching = live.phase === 'searching';
   const paintPhase = (announceIt) => {
     const searching = live.phase === 'searching';
+    const stopped = wasSearching && !searching;
+    wasSearching = searching;
     idleBox.hidden = searching;
     searchBox.hidden = !searching;
     clearTimeout(hintTimer);
@@ -110,7 +113,7 @@ export function mount(root, ctx) {
       if (document.activeElement === findButton || document.activeElement === document.body) cancel.focus();
       if (live.searchConfirmed) poll();
       else awaitConfirmation();
-    } else if (announceIt) {
+    } else if (announceIt && stopped) {
       announce('Search stopped.');
       if (document.activeElement === cancel || document.activeElement === document.body) findButton.focus();
     }

@@ -386,6 +386,9 @@ class Live {
         if (!this.session) this.resync();
         return;
       }
+      // The partner's message is what their typing was for: the indicator
+      // goes with it, not with their late typing_stop.
+      if (!m.isMe) this.setPartnerTyping(false);
       this.mergeMessages([m]);
       if (this.timeline.hasGap()) this.fillGaps();
     },
@@ -414,7 +417,7 @@ class Live {
       this.session.endedBy = d.endedBy;
       this.setPartnerTyping(false);
       this.resetTyping();
-      writeJson(OUTBOX_KEY, null);
+      this.failUnsent();
       this.emit('ended', { endedBy: d.endedBy });
       this.setPhase('ended');
     },
@@ -518,8 +521,24 @@ class Live {
     // The rating screen shows the conversation: after a reload, its latest
     // messages.
     if (Array.isArray(session.messages)) this.mergeMessages(session.messages);
-    writeJson(OUTBOX_KEY, null);
+    this.failUnsent();
     this.setPhase('ended');
+  }
+
+  /**
+   * The chat ended with own messages still unsent (typed offline, say):
+   * they can no longer go anywhere, so they stay in view marked as not
+   * delivered instead of vanishing, and leave the saved outbox.
+   */
+  failUnsent() {
+    const unsent = this.timeline.unacked();
+    for (const p of unsent) {
+      clearTimeout(this.ackTimers.get(p.clientMsgId));
+      this.ackTimers.delete(p.clientMsgId);
+      this.timeline.markFailed(p.clientMsgId, 'the chat had ended');
+    }
+    writeJson(OUTBOX_KEY, null);
+    if (unsent.length) this.emit('messages', { added: [], acked: [] });
   }
 
   /**
@@ -772,7 +791,10 @@ class Live {
     const before = this.session.reveal;
     const ref = this.send('reveal_request', { sessionId: this.session.id }, {
       onError: (err) => {
-        if (this.session) this.session.reveal = before;
+        // Put back what was there, unless news came meanwhile (the partner's
+        // own request, say): that is the state now.
+        const mine = this.session?.reveal;
+        if (mine?.state === 'pending' && mine.requestedBy === 'me') this.session.reveal = before;
         this.emit('reveal', { kind: 'error' });
         this.emit('error', { ...err, action: 'reveal_request' });
       },

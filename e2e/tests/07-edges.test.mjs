@@ -1,0 +1,121 @@
+// Awkward moments of a chat, each with a fresh pair (no pair meets twice):
+// both people asking to reveal at the same time; a paste longer than a
+// message may be; a message typed offline when the partner ends the chat
+// meanwhile; signing out in the middle of a chat.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  TEST_MS,
+  assertHealthy,
+  browserForFile,
+  closeAll,
+  eventually,
+  pairUp,
+  readyUser,
+  seeMessage,
+  seeText,
+  seeVisible,
+  shownMessages,
+  typeAndSend,
+} from '../lib/harness.mjs';
+
+const browser = browserForFile();
+
+test('two people asking to reveal at once both said yes', { timeout: TEST_MS }, async () => {
+  let kai;
+  let lea;
+  try {
+    kai = await readyUser(browser(), 'crossing-kai', 'dude', { card: { realName: 'Kai Cross' } });
+    lea = await readyUser(browser(), 'crossing-lea', 'girl', { card: { realName: 'Lea Cross' } });
+    await pairUp(kai, lea);
+    // Dispatched, not clicked: a click would wait for a button that the
+    // partner's request, arriving first, may already have hidden.
+    await Promise.all([kai, lea].map((u) => u.page.getByTestId('reveal-request').dispatchEvent('click')));
+    for (const [me, partner] of [
+      [kai, lea],
+      [lea, kai],
+    ]) {
+      await seeText(me.page.getByTestId('reveal-status'), 'You both said yes');
+      await seeText(me.page.getByTestId('identity-cards'), partner === kai ? 'Kai Cross' : 'Lea Cross');
+    }
+    assertHealthy(kai, lea);
+  } finally {
+    await closeAll(kai, lea);
+  }
+});
+
+test('a paste over the limit is refused whole, with the count', { timeout: TEST_MS }, async () => {
+  let max;
+  let nia;
+  try {
+    max = await readyUser(browser(), 'paste-max', 'dude');
+    nia = await readyUser(browser(), 'paste-nia', 'girl');
+    await pairUp(max, nia);
+    const long = `${'a'.repeat(2090)} https://example.org/end`;
+    const input = max.page.getByTestId('message-input');
+    await input.fill(long);
+    await seeText(max.page.locator('.counter'), '114 too many');
+    await input.press('Enter');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await input.inputValue(), long, 'the text stays whole in the composer');
+    assert.equal((await shownMessages(max.page)).length, 0, 'nothing was sent');
+    // Shortened to the limit, it goes.
+    await input.fill('a'.repeat(2000));
+    await input.press('Enter');
+    await seeMessage(nia, 'a'.repeat(2000), { mine: false });
+    assertHealthy(max, nia);
+  } finally {
+    await closeAll(max, nia);
+  }
+});
+
+test('a message typed offline is kept, marked, when the chat ends meanwhile', { timeout: TEST_MS }, async () => {
+  let oli;
+  let pia;
+  try {
+    oli = await readyUser(browser(), 'offline-oli', 'dude');
+    pia = await readyUser(browser(), 'offline-pia', 'girl');
+    await pairUp(oli, pia);
+    await pia.context.setOffline(true);
+    await eventually('the offline page to notice', async () => {
+      return (await pia.page.getByTestId('connection-status').getAttribute('data-state')) !== 'online';
+    });
+    await typeAndSend(pia, 'are you still there?');
+    const end = oli.page.getByTestId('end-session');
+    await end.click();
+    await seeText(end, 'End chat?');
+    await new Promise((r) => setTimeout(r, 500));
+    await end.click();
+    await seeVisible(oli.page.getByTestId('rate-1'));
+    await pia.context.setOffline(false);
+    await seeVisible(pia.page.getByTestId('rate-1'));
+    const transcript = pia.page.getByTestId('transcript');
+    await seeText(transcript, 'are you still there?');
+    await seeText(transcript, 'Not delivered: the chat had ended');
+    assertHealthy(oli, pia);
+  } finally {
+    await closeAll(oli, pia);
+  }
+});
+
+test('signing out in a chat ends it, after a second press', { timeout: TEST_MS }, async () => {
+  let quinn;
+  let rae;
+  try {
+    quinn = await readyUser(browser(), 'signout-quinn', 'dude');
+    rae = await readyUser(browser(), 'signout-rae', 'girl');
+    await pairUp(quinn, rae);
+    const signOut = quinn.page.getByTestId('sign-out');
+    await signOut.click();
+    await seeText(signOut, 'End chat and sign out?');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await rae.page.getByTestId('rate-1').count(), 0, 'one press ends nothing');
+    await signOut.click();
+    await seeText(rae.page.getByTestId('ended-by'), `${quinn.alias} ended the chat.`);
+    await eventually('the landing page', async () => new URL(quinn.page.url()).pathname === '/');
+    assertHealthy(quinn, rae);
+  } finally {
+    await closeAll(quinn, rae);
+  }
+});
