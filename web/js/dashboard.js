@@ -32,7 +32,7 @@ export function mount(root, ctx) {
   const hint = h(
     'p',
     { class: 'muted small', 'data-testid': 'search-hint', hidden: true },
-    'Still looking. The counts are everyone searching, but IO never pairs the same two people twice and only pairs people looking for each other, so someone waiting may not be a match for you.',
+    'Still looking. The counts are everyone searching, you too, but IO never pairs the same two people twice and only pairs people looking for each other, so someone waiting may not be a match for you.',
   );
   let hintTimer = 0;
   const cancel = h('button', { class: 'btn ghost', type: 'button', 'data-testid': 'cancel-search' }, 'Cancel');
@@ -62,7 +62,10 @@ export function mount(root, ctx) {
     if (!w) return;
     const dudes = Number(w.dude) || 0;
     const girls = Number(w.girl) || 0;
-    waiting.textContent = `Waiting right now: ${dudes} ${dudes === 1 ? 'dude' : 'dudes'} · ${girls} ${girls === 1 ? 'girl' : 'girls'}`;
+    // While searching, the counts include this user: say so, or a lone
+    // searcher reads "1 dude" as somebody else.
+    const you = live.phase === 'searching' && live.searchConfirmed ? ', you included' : '';
+    waiting.textContent = `Waiting right now${you}: ${dudes} ${dudes === 1 ? 'dude' : 'dudes'} · ${girls} ${girls === 1 ? 'girl' : 'girls'}`;
     waiting.dataset.dude = String(dudes);
     waiting.dataset.girl = String(girls);
   };

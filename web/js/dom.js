@@ -60,6 +60,21 @@ function isFocusable(el) {
 let announceTimer = 0;
 
 /**
+ * Mark a button busy while its request runs, or not. Unlike `disabled`, a
+ * busy button keeps the keyboard focus (a disabled one drops it to <body>,
+ * and a screen reader user loses their place); handlers ignore presses
+ * while `isBusy`.
+ */
+export function setBusy(button, busy) {
+  if (busy) button.setAttribute('aria-disabled', 'true');
+  else button.removeAttribute('aria-disabled');
+}
+
+export function isBusy(button) {
+  return button.getAttribute('aria-disabled') === 'true';
+}
+
+/**
  * Say something through the polite live region. The text is cleared first
  * and set on the next frame so repeating the same sentence is read again.
  */

@@ -3,7 +3,7 @@
 // first visit (`/onboarding`) and for later edits (`/profile`).
 
 import { api, ApiError } from './api.js';
-import { announce, field, focusEl, h, replaceChildren } from './dom.js';
+import { announce, field, focusEl, h, isBusy, replaceChildren, setBusy } from './dom.js';
 
 const ALIAS_RE = /^[A-Za-z0-9_]{3,24}$/;
 const OTHER = { dude: 'girl', girl: 'dude' };
@@ -133,7 +133,8 @@ export function mount(root, ctx, { firstTime = true } = {}) {
   };
 
   spin.addEventListener('click', async () => {
-    spin.disabled = true;
+    if (isBusy(spin)) return;
+    setBusy(spin, true);
     try {
       const body = await api.get('/api/users/alias-suggestion');
       if (!alive) return;
@@ -145,12 +146,13 @@ export function mount(root, ctx, { firstTime = true } = {}) {
     } catch (e) {
       if (alive) alias.setError(e instanceof ApiError && e.status ? e.message : 'Could not get a suggestion.');
     } finally {
-      spin.disabled = false;
+      setBusy(spin, false);
     }
   });
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
+    if (isBusy(save)) return;
     clearErrors();
     const value = aliasInput.value.trim();
     let firstBad = null;
@@ -166,7 +168,7 @@ export function mount(root, ctx, { firstTime = true } = {}) {
       firstBad.focus();
       return;
     }
-    save.disabled = true;
+    setBusy(save, true);
     try {
       const body = await api.put('/api/users/profile', {
         alias: value,
@@ -185,7 +187,7 @@ export function mount(root, ctx, { firstTime = true } = {}) {
       ctx.navigate('/app', { replace: firstTime });
     } catch (e) {
       if (!alive) return;
-      save.disabled = false;
+      setBusy(save, false);
       showError(e);
     }
   });

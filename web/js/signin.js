@@ -2,7 +2,7 @@
 // (here or in another tab; app.js moves on when the tokens appear).
 
 import { api, ApiError } from './api.js';
-import { announce, field, focusEl, h, replaceChildren } from './dom.js';
+import { announce, field, focusEl, h, isBusy, replaceChildren, setBusy } from './dom.js';
 
 /**
  * Whether the server runs its development mailer (links land in
@@ -45,6 +45,7 @@ export function mount(root, ctx) {
 
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
+      if (isBusy(submit)) return;
       email.setError('');
       formError.hidden = true;
       const value = input.value.trim();
@@ -53,14 +54,14 @@ export function mount(root, ctx) {
         input.focus();
         return;
       }
-      submit.disabled = true;
+      setBusy(submit, true);
       submit.textContent = 'Sending…';
       try {
         await api.post('/api/auth/send-magic-link', { email: value }, { auth: false });
         if (alive) showSent(value);
       } catch (e) {
         if (!alive) return;
-        submit.disabled = false;
+        setBusy(submit, false);
         submit.textContent = 'Send me a link';
         if (e instanceof ApiError && e.code === 'VALIDATION_ERROR' && (!e.field || e.field === 'email')) {
           email.setError(e.message);
