@@ -94,6 +94,9 @@ test('two people sign in by mail, match, chat, reveal, end and rate', { timeout:
       'message-input',
       'a reveal request leaves the focus in the composer',
     );
+    // His card has a name on it: no warning that it is empty.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await dude.page.getByTestId('empty-card-hint').isVisible(), false, 'his card is not empty');
     await dude.page.getByTestId('reveal-accept').click();
     await seeHidden(prompt);
 

@@ -1,7 +1,8 @@
 // Awkward moments of a chat, each with a fresh pair (no pair meets twice):
 // both people asking to reveal at the same time; a paste longer than a
-// message may be; a message typed offline when the partner ends the chat
-// meanwhile; signing out in the middle of a chat.
+// message may be (and a reveal request to someone whose card is empty); a
+// message typed offline when the partner ends the chat meanwhile; signing
+// out in the middle of a chat.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -64,6 +65,10 @@ test('a paste over the limit is refused whole, with the count', { timeout: TEST_
     await input.fill('a'.repeat(2000));
     await input.press('Enter');
     await seeMessage(nia, 'a'.repeat(2000), { mine: false });
+    // Neither filled in a card: asked to reveal, she is told hers is empty.
+    await max.page.getByTestId('reveal-request').click();
+    await seeText(nia.page.getByTestId('reveal-prompt'), `${max.alias} wants to reveal identities`);
+    await seeText(nia.page.getByTestId('empty-card-hint'), 'Your identity card is empty');
     assertHealthy(max, nia);
   } finally {
     await closeAll(max, nia);

@@ -3,6 +3,7 @@
 // placed with text nodes only.
 
 import { announce, clock, focusEl, h, replaceChildren } from './dom.js';
+import { api } from './api.js';
 import { MAX_MESSAGE_CHARS } from './socket.js';
 
 const VIBES = [
@@ -150,10 +151,33 @@ function chatView(ctx) {
   const acceptButton = h('button', { class: 'btn lime small', type: 'button', 'data-testid': 'reveal-accept' }, 'Yes, reveal');
   const declineButton = h('button', { class: 'btn ghost small', type: 'button', 'data-testid': 'reveal-decline' }, 'No thanks');
   const promptText = h('p', {});
+  // Someone about to say yes with an empty card would show only the alias
+  // the partner already knows: say so before, not after.
+  const emptyCardHint = h(
+    'p',
+    { class: 'muted small', 'data-testid': 'empty-card-hint', hidden: true },
+    'Your identity card is empty, so they would see only your alias. ',
+    h('a', { href: '/profile', 'data-link': true }, 'Fill it in first'),
+  );
+  let cardChecked = false;
+  const checkOwnCard = () => {
+    if (cardChecked) return;
+    cardChecked = true;
+    api
+      .get('/api/users/profile')
+      .then((body) => {
+        const p = body?.profile ?? {};
+        emptyCardHint.hidden = Boolean(p.realName || p.details || p.revealEmail);
+      })
+      .catch(() => {
+        cardChecked = false;
+      });
+  };
   const prompt = h(
     'section',
     { class: 'reveal-prompt', 'data-testid': 'reveal-prompt', 'aria-label': 'Reveal request', hidden: true },
     promptText,
+    emptyCardHint,
     h('div', { class: 'row tight' }, acceptButton, declineButton),
   );
   const revealStatus = h('p', { class: 'reveal-status muted small', 'data-testid': 'reveal-status', hidden: true });
@@ -404,6 +428,7 @@ function chatView(ctx) {
     const { state = 'none', requestedBy = null } = s?.reveal ?? {};
     const identities = s?.identities ?? null;
     prompt.hidden = !(state === 'pending' && requestedBy === 'partner');
+    if (!prompt.hidden) checkOwnCard();
     promptText.textContent = `${alias} wants to reveal identities. Only if you say yes do you both see each other's card.`;
     if (document.activeElement === revealButton && ['pending', 'answering', 'accepted'].includes(state)) input.focus(); // before it hides: focus would drop to <body>
     revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted';
