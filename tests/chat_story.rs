@@ -576,3 +576,50 @@ async fn asking_to_reveal_while_the_partner_asks_is_a_yes() {
     assert_eq!(again["data"]["code"], "CONFLICT", "{again}");
     app.running.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_asks_to_reveal_and_then_it_is_up_to_the_partner() {
+    let app = App::start(&[]).await;
+    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
+    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
+    let sid = pair_up(&mut a, &mut b).await;
+
+    for _ in 0..3 {
+        a.send("reveal_request", json!({"sessionId": sid}), None)
+            .await;
+        b.wait_for("reveal_requested").await;
+        b.send(
+            "reveal_respond",
+            json!({"sessionId": sid, "accept": false}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            b.wait_for("reveal_response").await["data"]["status"],
+            "declined"
+        );
+        assert_eq!(
+            a.wait_for("reveal_response").await["data"]["status"],
+            "declined"
+        );
+    }
+    a.send("reveal_request", json!({"sessionId": sid}), Some("fourth"))
+        .await;
+    let refused = a.next_frame().await;
+    assert_eq!(refused["data"]["code"], "CONFLICT", "{refused}");
+    assert_eq!(refused["ref"], "fourth");
+    b.expect_silence(Duration::from_millis(300)).await;
+
+    // Bob may still ask; Alice asking then is her yes.
+    b.send("reveal_request", json!({"sessionId": sid}), None)
+        .await;
+    a.wait_for("reveal_requested").await;
+    a.send("reveal_request", json!({"sessionId": sid}), Some("yes"))
+        .await;
+    let answer = a.next_frame().await;
+    assert_eq!(answer["ref"], "yes", "{answer}");
+    assert_eq!(answer["data"]["status"], "accepted");
+    app.running.shutdown.cancel();
+}

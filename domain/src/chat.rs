@@ -51,6 +51,10 @@ pub struct Arrival {
     pub active: Option<(SessionId, UserId)>,
 }
 
+/// Reveal requests one participant may make in one session (a first ask,
+/// and two more after a decline).
+pub const MAX_REVEAL_ASKS: i64 = 3;
+
 /// The chat service of one process.
 pub struct Chat {
     store: Arc<dyn Store>,
@@ -623,6 +627,8 @@ impl Chat {
     /// Ask to reveal identities; the partner is told. Asking while the
     /// partner's own request waits for an answer is saying yes to it (two
     /// people who both asked have both consented): both get the cards.
+    /// Each participant asks at most [`MAX_REVEAL_ASKS`] times per session,
+    /// so a partner who said no is not asked over and over.
     pub async fn reveal_request(
         &self,
         actor: &Actor,
@@ -633,22 +639,30 @@ impl Chat {
             return Err(ChatError::Conflict("the session is not active"));
         }
         let partner = s.partner_of(actor.user).ok_or(ChatError::NotFound)?;
-        let request = match self
-            .store
-            .create_reveal_request(session, actor.user, Utc::now())
-            .await
-        {
-            Ok(request) => request,
-            Err(StoreError::Conflict(why)) => {
-                let partners_waits = self.store.latest_reveal(session).await?.is_some_and(|r| {
+        let partner_waits =
+            || async {
+                let latest = self.store.latest_reveal(session).await?;
+                ChatResult::Ok(latest.is_some_and(|r| {
                     r.status == RevealStatus::Pending && r.requester_id == partner
-                });
-                if partners_waits {
-                    return self.reveal_respond(actor, session, true).await;
-                }
-                return Err(ChatError::Conflict(why));
+                }))
+            };
+        let asked = self.store.reveal_requests_by(session, actor.user).await?;
+        let created = if asked >= MAX_REVEAL_ASKS {
+            Err(ChatError::Conflict(
+                "you have asked to reveal three times in this chat: it is up to your partner now",
+            ))
+        } else {
+            self.store
+                .create_reveal_request(session, actor.user, Utc::now())
+                .await
+                .map_err(ChatError::from)
+        };
+        let request = match created {
+            Ok(request) => request,
+            Err(ChatError::Conflict(_)) if partner_waits().await? => {
+                return self.reveal_respond(actor, session, true).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         metrics::counter!("io_reveal_requests_total").increment(1);
         let me = self.user(actor.user).await?;

@@ -213,6 +213,9 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent reveal request of the session.
     async fn latest_reveal(&self, session: SessionId) -> StoreResult<Option<RevealRequest>>;
 
+    /// How many reveal requests `requester` has made in the session.
+    async fn reveal_requests_by(&self, session: SessionId, requester: UserId) -> StoreResult<i64>;
+
     /// Rate an ended session once. `Conflict` if it is still active or this
     /// rater already rated. When both have rated the session becomes
     /// `rated`; the returned session shows its new status.

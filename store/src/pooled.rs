@@ -290,6 +290,22 @@ where
         row.as_ref().map(records::reveal).transpose()
     }
 
+    pub(crate) async fn reveal_requests_by(
+        &self,
+        session: SessionId,
+        requester: UserId,
+    ) -> StoreResult<i64> {
+        sqlx::query(
+            "SELECT count(*) AS n FROM reveal_requests WHERE session_id = $1 AND requester_id = $2",
+        )
+        .bind(session.0)
+        .bind(requester.0)
+        .fetch_one(self.0)
+        .await
+        .map_err(db)?
+        .int("n")
+    }
+
     pub(crate) async fn rating_of(
         &self,
         session: SessionId,

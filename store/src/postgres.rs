@@ -732,6 +732,12 @@ impl Store for PgStore {
         OnPool(&self.pool).latest_reveal(session).await
     }
 
+    async fn reveal_requests_by(&self, session: SessionId, requester: UserId) -> StoreResult<i64> {
+        OnPool(&self.pool)
+            .reveal_requests_by(session, requester)
+            .await
+    }
+
     async fn rate_session(
         &self,
         session: SessionId,

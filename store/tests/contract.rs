@@ -820,6 +820,11 @@ async fn reveal_requests_follow_the_rules(db: &TestDb) -> Result<()> {
     );
     let accepted = s.respond_reveal(session, a, true, Utc::now()).await?;
     ensure!(accepted.status == RevealStatus::Accepted && accepted.requester_id == b);
+    // Each participant's asks are counted apart; refused ones are not asks.
+    for (who, asks) in [(a, 1), (b, 1), (c, 0)] {
+        let n = s.reveal_requests_by(session, who).await?;
+        ensure!(n == asks, "asks by one participant: {n}, expected {asks}");
+    }
     let after = s.create_reveal_request(session, a, Utc::now()).await;
     ensure!(
         matches!(after, Err(StoreError::Conflict(_))),
