@@ -193,6 +193,11 @@ fn describe() {
         "io_match_searches_total",
         "Users who entered the match queue."
     );
+    describe_counter!(
+        "io_queue_replace_failures_total",
+        "Searchers whose queue entry could not be replaced after a profile \
+         change (they search on with the old entry)."
+    );
     describe_counter!("io_sessions_started_total", "Chat sessions created.");
     describe_counter!("io_sessions_ended_total", "Chat sessions ended.");
     describe_histogram!(
@@ -249,6 +254,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
         "io_sessions_ended_total",
         "io_reveal_requests_total",
         "io_match_searches_total",
+        "io_queue_replace_failures_total",
     ] {
         counter!(name).absolute(0);
     }

@@ -274,6 +274,22 @@ impl Bus for MemoryBus {
         Ok(true)
     }
 
+    async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
+        let mut queue = lock(&self.queue);
+        let Some(old) = queue.entries.get(&entry.user).cloned() else {
+            return Ok(false);
+        };
+        queue.entries.insert(entry.user, entry.clone());
+        queue.order.remove(&(old.joined_at_ms, old.user));
+        queue.order.insert((entry.joined_at_ms, entry.user));
+        let count = queue.count(old.gender);
+        *count = count.saturating_sub(1);
+        *queue.count(entry.gender) += 1;
+        queue.record(QueueChange::Joined(entry.clone()));
+        self.queue_changed.notify_waiters();
+        Ok(true)
+    }
+
     async fn queue_leave(&self, users: &[UserId]) -> BusResult<u64> {
         let mut queue = lock(&self.queue);
         let mut removed = 0;

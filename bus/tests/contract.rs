@@ -169,6 +169,7 @@ contract_tests!(
     presence_expires_without_heartbeat,
     presence_refresh_covers_many_users,
     queue_join_is_idempotent_and_counted,
+    queue_replace_changes_a_queued_entry_only,
     queue_snapshot_is_oldest_first,
     queue_snapshot_holds_thousands,
     queue_changes_continue_from_snapshot,
@@ -609,6 +610,55 @@ async fn queue_join_is_idempotent_and_counted(bus: SharedBus) {
     );
     // After leaving, joining works again.
     assert!(bus.queue_join(&d1).await.expect("join"));
+}
+
+async fn queue_replace_changes_a_queued_entry_only(bus: SharedBus) {
+    let d = entry(Gender::Dude, 1_000);
+    let g = entry(Gender::Girl, 1_001);
+    bus.queue_join(&d).await.expect("join");
+    bus.queue_join(&g).await.expect("join");
+    let (_, mut cursor) = bus.queue_snapshot().await.expect("snapshot");
+
+    // The dude is now a girl seeking dudes, and waits from a later time.
+    let changed = QueueEntry {
+        gender: Gender::Girl,
+        seeking: Seeking::Dude,
+        joined_at_ms: 2_000,
+        ..d.clone()
+    };
+    assert!(bus.queue_replace(&changed).await.expect("replace"));
+    assert_eq!(
+        bus.queue_counts().await.expect("counts"),
+        WaitingCounts { dude: 0, girl: 2 }
+    );
+    let (snapshot, _) = bus.queue_snapshot().await.expect("snapshot");
+    assert_eq!(snapshot, vec![g.clone(), changed.clone()], "oldest first");
+    let changes = bus
+        .queue_changes(&mut cursor, 100, Duration::ZERO)
+        .await
+        .expect("changes");
+    assert_eq!(changes, vec![QueueChange::Joined(changed.clone())]);
+
+    // Someone not queued stays out: nothing written, nothing counted.
+    let stranger = entry(Gender::Dude, 3_000);
+    assert!(!bus.queue_replace(&stranger).await.expect("replace"));
+    assert!(!bus.queue_contains(stranger.user).await.expect("contains"));
+    assert_eq!(
+        bus.queue_counts().await.expect("counts"),
+        WaitingCounts { dude: 0, girl: 2 }
+    );
+    assert!(bus
+        .queue_changes(&mut cursor, 100, Duration::ZERO)
+        .await
+        .expect("changes")
+        .is_empty());
+
+    // Leaving takes the replaced entry, counted under its new gender.
+    assert_eq!(bus.queue_leave(&[d.user]).await.expect("leave"), 1);
+    assert_eq!(
+        bus.queue_counts().await.expect("counts"),
+        WaitingCounts { dude: 0, girl: 1 }
+    );
 }
 
 async fn queue_snapshot_is_oldest_first(bus: SharedBus) {

@@ -344,10 +344,13 @@ impl Chat {
     }
 
     /// Change the user's profile. A user who is searching while their
-    /// gender or what they seek changes is queued again with the new
-    /// profile (their wait starts over), so the matcher never pairs them
-    /// by what they used to be or want.
+    /// gender or what they seek changes has their queue entry replaced with
+    /// the new profile in one step (their wait starts over), so a pairing
+    /// round after the change pairs them as they now are. The profile is
+    /// saved either way: if Redis fails that step, the search goes on with
+    /// the old entry (logged and counted) rather than the save failing.
     pub async fn update_profile(&self, me: UserId, update: &ProfileUpdate) -> ChatResult<User> {
+        let before = self.user(me).await?;
         let user = self
             .store
             .update_profile(me, update, Utc::now())
@@ -356,16 +359,17 @@ impl Chat {
         let Some(gender) = user.gender else {
             return Ok(user);
         };
-        if (update.gender.is_some() || update.seeking.is_some())
-            && self.bus.queue_leave(&[me]).await? > 0
-        {
+        if (before.gender, before.seeking) != (user.gender, user.seeking) {
             let entry = QueueEntry {
                 user: me,
                 gender,
                 seeking: user.seeking,
                 joined_at_ms: Utc::now().timestamp_millis(),
             };
-            self.bus.queue_join(&entry).await?;
+            if let Err(e) = self.bus.queue_replace(&entry).await {
+                metrics::counter!("io_queue_replace_failures_total").increment(1);
+                tracing::warn!(error = %e, user = %me, "could not requeue a searcher with their new profile");
+            }
         }
         Ok(user)
     }
@@ -518,10 +522,13 @@ impl Chat {
     /// Leave the match queue (idempotent). `CONFLICT` once the search has
     /// ended in a match: the user is in a chat, not idle.
     pub async fn cancel_search(&self, actor: &Actor) -> ChatResult<()> {
-        self.bus.queue_leave(&[actor.user]).await?;
-        if let Some(s) = self.store.current_session(actor.user).await? {
-            if s.status == SessionStatus::Active {
-                return Err(ChatError::Conflict("already in an active session"));
+        // Someone who was still queued is idle now, whatever else; only
+        // someone who was not may have been matched meanwhile.
+        if self.bus.queue_leave(&[actor.user]).await? == 0 {
+            if let Some(s) = self.store.current_session(actor.user).await? {
+                if s.status == SessionStatus::Active {
+                    return Err(ChatError::Conflict("already in an active session"));
+                }
             }
         }
         self.notify(
@@ -660,7 +667,16 @@ impl Chat {
         let request = match created {
             Ok(request) => request,
             Err(ChatError::Conflict(_)) if partner_waits().await? => {
-                return self.reveal_respond(actor, session, true).await;
+                return self
+                    .reveal_respond(actor, session, true)
+                    .await
+                    .map_err(|e| match e {
+                        // Another tab of this user answered it first.
+                        ChatError::Conflict(_) => ChatError::Conflict(
+                            "your partner's request was just answered: ask again if you like",
+                        ),
+                        e => e,
+                    });
             }
             Err(e) => return Err(e),
         };

@@ -337,6 +337,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Put a user in the queue; `false` if they already were (unchanged).
     async fn queue_join(&self, entry: &QueueEntry) -> BusResult<bool>;
 
+    /// Replace a queued user's entry with `entry` (their profile changed
+    /// while searching), in one step: the user is never out of the queue
+    /// in between. `false` (and nothing written) if they are not queued.
+    async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool>;
+
     /// Take users out of the queue; returns how many were in it.
     async fn queue_leave(&self, users: &[UserId]) -> BusResult<u64>;
 

@@ -534,10 +534,14 @@ async fn handle_text(inner: &Inner, me: &Handle, actor: &Actor, text: &str) {
             .map(|()| None),
         // Asking while the partner's own request waited says yes to it: the
         // answer is then the reveal itself.
-        ClientEvent::RevealRequest(s) => chat
-            .reveal_request(actor, sid(s.session_id))
-            .await
-            .map(|v| (v.status == "accepted").then(|| reveal_response(v))),
+        ClientEvent::RevealRequest(s) => {
+            chat.reveal_request(actor, sid(s.session_id))
+                .await
+                .map(|v| {
+                    (v.status == io_domain::model::RevealStatus::Accepted.as_str())
+                        .then(|| reveal_response(v))
+                })
+        }
         ClientEvent::RevealRespond(r) => chat
             .reveal_respond(actor, sid(r.session_id), r.accept)
             .await

@@ -366,13 +366,20 @@ pub struct DecodeError {
 /// that keep whatever `ref` could be read.
 pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> {
     let frame: InFrame = serde_json::from_str(text).map_err(|e| {
-        let (field, message) = match explain(&e.to_string()) {
-            _ if e.is_syntax() || e.is_eof() => (None, format!("malformed JSON: {e}")),
-            (Some(field), message) => (Some(field), message),
-            (None, _) => (
-                None,
-                "a frame is a JSON object {type, data?, ref?}".to_owned(),
-            ),
+        let (field, message) = if e.is_syntax() || e.is_eof() {
+            (None, format!("malformed JSON: {e}"))
+        } else {
+            // Rare: parse again, tracking the path, to name the field.
+            let mut json = serde_json::Deserializer::from_str(text);
+            match serde_path_to_error::deserialize::<_, InFrame>(&mut json).map_err(|e| located(&e))
+            {
+                Err((Some(field), message)) => (Some(field), message),
+                // Not an object at all (null, a list, a number).
+                _ => (
+                    None,
+                    "a frame is a JSON object {type, data?, ref?}".to_owned(),
+                ),
+            }
         };
         DecodeError {
             reference: loose_reference(text),
@@ -383,6 +390,13 @@ pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> 
     let data = frame
         .data
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !data.is_object() {
+        return Err(DecodeError {
+            reference: frame.reference,
+            field: Some("data".to_owned()),
+            message: "must be an object".to_owned(),
+        });
+    }
     let event = match frame.kind.as_str() {
         "join" => payload(data).map(ClientEvent::Join),
         "find_match" => payload(data).map(ClientEvent::FindMatch),
@@ -415,24 +429,33 @@ fn payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, (Option<String>, String)> {
     T::deserialize(&data).map_err(|_| match serde_path_to_error::deserialize::<_, T>(&data) {
         Ok(_) => (None, "invalid data".to_owned()),
-        Err(e) => {
-            let (named, message) = explain(&e.inner().to_string());
-            let at = e
-                .path()
-                .iter()
-                .next_back()
-                .and_then(|segment| match segment {
-                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                    _ => None,
-                });
-            (named.or(at), message)
-        }
+        Err(e) => located(&e),
     })
+}
+
+/// A parse error said for people, with the field it is about: the one
+/// serde names (a missing or unknown field), else the last key of its path.
+fn located(e: &serde_path_to_error::Error<serde_json::Error>) -> (Option<String>, String) {
+    let (named, message) = explain(&e.inner().to_string());
+    let at = e
+        .path()
+        .iter()
+        .next_back()
+        .and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+    (named.or(at), message)
 }
 
 /// serde's message for a value of the wrong shape, said for people, and the
 /// field it names when it names one.
 fn explain(serde_message: &str) -> (Option<String>, String) {
+    // serde_json ends a message read from text with its position.
+    let serde_message = match serde_message.rsplit_once(" at line ") {
+        Some((message, position)) if position.contains(" column ") => message,
+        _ => serde_message,
+    };
     let quoted = |rest: &str| rest.split('`').nth(1).map(str::to_owned);
     if let Some(rest) = serde_message.strip_prefix("missing field ") {
         return (quoted(rest), "is required".to_owned());
@@ -451,6 +474,7 @@ fn explain(serde_message: &str) -> (Option<String>, String) {
                 "a boolean" => "true or false",
                 "a map" => "an object",
                 e if e.starts_with("struct ") => "an object",
+                e if e.contains("UUID") => "a UUID",
                 e => e,
             };
             return (None, format!("must be {expected}"));
@@ -535,6 +559,26 @@ mod tests {
                 "null".to_owned(),
                 None,
                 "a frame is a JSON object {type, data?, ref?}",
+            ),
+            (
+                r#"{"type":5,"data":{}}"#.to_owned(),
+                Some("type"),
+                "must be a string",
+            ),
+            (
+                r#"{"type":"find_match","ref":5}"#.to_owned(),
+                Some("ref"),
+                "must be a string",
+            ),
+            (
+                r#"{"type":"end_session","data":{"sessionId":null}}"#.to_owned(),
+                Some("sessionId"),
+                "must be a UUID",
+            ),
+            (
+                r#"{"type":"end_session","data":[1]}"#.to_owned(),
+                Some("data"),
+                "must be an object",
             ),
         ];
         for (frame, field, message) in cases {

@@ -4,7 +4,7 @@
 // shared notices in step with the sign-in and the realtime connection.
 
 import { api, ApiError, clearTokens, isSignedIn, onAuthChange, signOut, watchOtherTabs } from './api.js';
-import { announce, focusEl, h, replaceChildren } from './dom.js';
+import { announce, focusEl, h, isBusy, replaceChildren, setBusy } from './dom.js';
 import { live } from './socket.js';
 import * as landing from './landing.js';
 import * as signin from './signin.js';
@@ -240,8 +240,10 @@ ctx.friendly = friendly;
 
 // Signing out in a chat ends it: the partner is not left waiting for
 // someone who went away on purpose. Like End, it takes a second press
-// (within SIGN_OUT_CONFIRM_MS), and signs out once the end is confirmed (or
-// after a short wait, if the connection is gone).
+// (within SIGN_OUT_CONFIRM_MS). The end goes over the socket, or over REST
+// when the socket is down; sign-out follows once it is confirmed, or after
+// a short wait if the server cannot be reached (the partner then sees the
+// user away, as after any lost connection).
 const SIGN_OUT_CONFIRM_MS = 4_000;
 const SIGN_OUT_END_WAIT_MS = 3_000;
 const signOutButton = document.querySelector('[data-testid="sign-out"]');
@@ -251,19 +253,32 @@ const disarmSignOut = () => {
   signOutArmed = null;
   signOutButton.textContent = 'Sign out';
 };
-const endChatFirst = () =>
-  new Promise((resolve) => {
-    let off = () => {};
-    const done = () => {
-      off();
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(done, SIGN_OUT_END_WAIT_MS);
-    off = live.on('ended', done);
-    if (!live.endSession()) done();
+live.on('phase', (phase) => {
+  if (signOutArmed && phase !== 'chat') disarmSignOut();
+});
+const endChatFirst = async () => {
+  const sessionId = live.session.id;
+  let off = () => {};
+  let timer = 0;
+  const ended = new Promise((resolve) => {
+    off = live.on('ended', resolve);
+    timer = setTimeout(resolve, SIGN_OUT_END_WAIT_MS);
   });
+  try {
+    if (live.status === 'online' && live.endSession()) {
+      await ended;
+    } else {
+      await Promise.race([api.post('/api/chat/end-session', { sessionId }), ended]);
+    }
+  } catch {
+    // Already ended, or the server is unreachable: sign out all the same.
+  } finally {
+    off();
+    clearTimeout(timer);
+  }
+};
 signOutButton.addEventListener('click', async () => {
+  if (isBusy(signOutButton)) return;
   if (live.phase === 'chat' && live.session) {
     if (!signOutArmed) {
       signOutButton.textContent = 'End chat and sign out?';
@@ -272,9 +287,9 @@ signOutButton.addEventListener('click', async () => {
       return;
     }
     disarmSignOut();
-    signOutButton.disabled = true;
+    setBusy(signOutButton, true);
     await endChatFirst();
-    signOutButton.disabled = false;
+    setBusy(signOutButton, false);
   }
   disarmSignOut();
   live.stop();

@@ -56,6 +56,11 @@ const INVISIBLE_ONLY =
 
 export const MAX_MESSAGE_CHARS = 2000;
 
+/** A message's text as it is sent and counted: no control characters, trimmed. */
+export function messageText(text) {
+  return String(text ?? '').replace(CONTROL_CHARS, '').trim();
+}
+
 /** A UUID for clientMsgId; randomUUID exists only in secure contexts. */
 export function newClientMsgId() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
@@ -521,8 +526,10 @@ class Live {
     // The rating screen shows the conversation: after a reload, its latest
     // messages.
     if (Array.isArray(session.messages)) this.mergeMessages(session.messages);
-    this.failUnsent();
     this.setPhase('ended');
+    // What is unsent is decided against the whole history, not only the
+    // latest messages the snapshot carries: one may have been committed.
+    this.fillGaps().finally(() => this.failUnsent());
   }
 
   /**
@@ -633,7 +640,7 @@ class Live {
 
   /** Queue a message: shown at once as pending, sent when connected. */
   sendMessage(text) {
-    const content = String(text ?? '').replace(CONTROL_CHARS, '').trim();
+    const content = messageText(text);
     if (INVISIBLE_ONLY.test(content) || [...content].length > MAX_MESSAGE_CHARS) return false;
     if (!this.session || this.phase !== 'chat') return false;
     const clientMsgId = newClientMsgId();

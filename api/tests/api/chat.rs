@@ -61,7 +61,18 @@ async fn find_match_and_cancel_search() -> Result<()> {
         .await?;
     assert_eq!(error_of(r).await?.2.as_deref(), Some("now"));
 
-    // A profile change while searching queues the user as they now are.
+    // Saving the profile without changing whom to pair keeps the place in
+    // the queue; a change of gender queues the user as they now are.
+    let queued = || async { Ok::<_, anyhow::Error>(app.bus.queue_snapshot().await?.0) };
+    let before = queued().await?;
+    for same in [
+        json!({ "alias": "Renamed_1" }),
+        json!({ "gender": "dude", "seeking": "girl" }),
+    ] {
+        let r = app.put_auth("/api/users/profile", &token, same).await?;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(queued().await?, before, "no change of whom to pair");
+    }
     let r = app
         .put_auth("/api/users/profile", &token, json!({ "gender": "girl" }))
         .await?;

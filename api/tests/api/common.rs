@@ -199,6 +199,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub smtp: Option<SmtpSink>,
     pub db: TestDb,
+    /// The in-process bus the app runs on (its match queue, say).
+    pub bus: Arc<dyn io_domain::Bus>,
     _web: Option<TempDir>,
     _stop: oneshot::Sender<()>,
 }
@@ -214,7 +216,7 @@ impl TestApp {
             Backend::Postgres => io_store::testing::postgres().await,
         };
         let bus: Arc<dyn io_domain::Bus> = Arc::new(io_bus::MemoryBus::new());
-        let chat = Chat::new(db.store.clone(), bus, ChatLimits::default());
+        let chat = Chat::new(db.store.clone(), bus.clone(), ChatLimits::default());
         let tokens = Arc::new(Tokens::new(SECRET, &[], Tokens::DEFAULT_ACCESS_TTL));
         let (smtp, smtp_url) = match options.mail {
             Mail::Sink => {
@@ -265,6 +267,7 @@ impl TestApp {
                 .build()?,
             smtp,
             db,
+            bus,
             _web: web_tmp,
             _stop: stop,
         })

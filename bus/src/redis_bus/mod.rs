@@ -94,6 +94,25 @@ fn encode<T: serde::Serialize>(value: &T) -> BusResult<String> {
 }
 
 impl RedisBus {
+    /// Run a script that writes one queue entry (join or replace; same
+    /// keys and arguments); whether it wrote.
+    async fn queue_put(&self, script: &redis::Script, entry: &QueueEntry) -> BusResult<bool> {
+        let change = encode(&QueueChange::Joined(entry.clone()))?;
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.queue_script_keys() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(entry.user.to_string())
+            .arg(encode(entry)?)
+            .arg(entry.joined_at_ms)
+            .arg(entry.gender.as_str())
+            .arg(QUEUE_LOG_CAP)
+            .arg(change);
+        let written: i64 = invocation.invoke_async(&mut self.conn()).await.bus()?;
+        Ok(written == 1)
+    }
+
     /// Connect to Redis at `url` (`redis://` or `rediss://`) and keep every
     /// key under `prefix`. Fails if Redis does not answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
@@ -683,22 +702,20 @@ impl Bus for RedisBus {
     }
 
     async fn queue_join(&self, entry: &QueueEntry) -> BusResult<bool> {
-        self.observe("queue_join", OpKind::Timed, async {
-            let change = encode(&QueueChange::Joined(entry.clone()))?;
-            let mut invocation = self.scripts.queue_join.prepare_invoke();
-            for key in self.keys.queue_script_keys() {
-                invocation.key(key);
-            }
-            invocation
-                .arg(entry.user.to_string())
-                .arg(encode(entry)?)
-                .arg(entry.joined_at_ms)
-                .arg(entry.gender.as_str())
-                .arg(QUEUE_LOG_CAP)
-                .arg(change);
-            let added: i64 = invocation.invoke_async(&mut self.conn()).await.bus()?;
-            Ok(added == 1)
-        })
+        self.observe(
+            "queue_join",
+            OpKind::Timed,
+            self.queue_put(&self.scripts.queue_join, entry),
+        )
+        .await
+    }
+
+    async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
+        self.observe(
+            "queue_replace",
+            OpKind::Timed,
+            self.queue_put(&self.scripts.queue_replace, entry),
+        )
         .await
     }
 

@@ -20,6 +20,28 @@ return 1
 "#;
 
 /// KEYS: entries, order, changes, seq, counts.
+/// ARGV: user, entry JSON, joined_at_ms, gender, log cap, `Joined` change JSON.
+/// Returns 1 if the queued user's entry was replaced, 0 if they are not
+/// queued (nothing written). The follower takes a `Joined` of a queued user
+/// as the replacement of their entry.
+const QUEUE_REPLACE: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then
+  return 0
+end
+local ok, decoded = pcall(cjson.decode, old)
+if ok and type(decoded) == 'table' and type(decoded.gender) == 'string' then
+  redis.call('HINCRBY', KEYS[5], decoded.gender, -1)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+local seq = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-' .. seq, 'c', ARGV[6])
+return 1
+"#;
+
+/// KEYS: entries, order, changes, seq, counts.
 /// ARGV: log cap, then pairs of (user, `Left` change JSON).
 /// Returns how many of the users were queued (and are now removed).
 const QUEUE_LEAVE: &str = r#"
@@ -96,6 +118,7 @@ return 0
 /// on `NOSCRIPT` (after a Redis restart or failover).
 pub(crate) struct Scripts {
     pub queue_join: Script,
+    pub queue_replace: Script,
     pub queue_leave: Script,
     pub queue_snapshot: Script,
     pub lease_acquire: Script,
@@ -107,6 +130,7 @@ impl Scripts {
     pub fn new() -> Self {
         Scripts {
             queue_join: Script::new(QUEUE_JOIN),
+            queue_replace: Script::new(QUEUE_REPLACE),
             queue_leave: Script::new(QUEUE_LEAVE),
             queue_snapshot: Script::new(QUEUE_SNAPSHOT),
             lease_acquire: Script::new(LEASE_ACQUIRE),

@@ -92,6 +92,9 @@ impl Bus for FlakyBus {
     async fn queue_join(&self, entry: &QueueEntry) -> BusResult<bool> {
         self.inner.queue_join(entry).await
     }
+    async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
+        self.inner.queue_replace(entry).await
+    }
     async fn queue_leave(&self, users: &[UserId]) -> BusResult<u64> {
         self.inner.queue_leave(users).await
     }
