@@ -124,3 +124,27 @@ test('signing out in a chat ends it, after a second press', { timeout: TEST_MS }
     await closeAll(quinn, rae);
   }
 });
+
+test('signing out while searching leaves the queue at once', { timeout: TEST_MS }, async () => {
+  let sam;
+  let tia;
+  try {
+    sam = await readyUser(browser(), 'signout-sam', 'dude');
+    tia = await readyUser(browser(), 'signout-tia', 'girl');
+    await sam.page.getByTestId('find-match').click();
+    await seeVisible(sam.page.getByTestId('cancel-search'));
+    await sam.page.getByTestId('sign-out').click();
+    await eventually('the landing page', async () => new URL(sam.page.url()).pathname === '/');
+    // Within the queue's 10 s grace for a closed socket, he is gone already:
+    // she searches and finds nobody.
+    await tia.page.getByTestId('find-match').click();
+    const waiting = tia.page.getByTestId('waiting-counts');
+    await eventually('her waiting counts', async () => (await waiting.getAttribute('data-girl')) === '1');
+    assert.equal(await waiting.getAttribute('data-dude'), '0', 'no dude left waiting');
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(await tia.page.getByTestId('message-input').count(), 0, 'not paired with someone who signed out');
+    assertHealthy(sam, tia);
+  } finally {
+    await closeAll(sam, tia);
+  }
+});

@@ -292,6 +292,9 @@ signOutButton.addEventListener('click', async () => {
     setBusy(signOutButton, false);
   }
   disarmSignOut();
+  // A search ends with the sign-in; the queue would otherwise keep the
+  // user for its grace period and might pair them meanwhile.
+  if (live.phase === 'searching') live.cancelSearch();
   live.stop();
   await signOut();
   me = null;
