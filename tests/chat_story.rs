@@ -215,6 +215,9 @@ async fn story(app: App) {
     assert_eq!(ended["type"], "session_ended");
     assert_eq!(ended["data"]["endedBy"], "me");
     assert_eq!(b.expect("session_ended").await["endedBy"], "partner");
+    // A later read of the session says so too (a reconnect's rating screen).
+    let (_, current) = bob_rest.get("/api/chat/current-session").await;
+    assert_eq!(current["session"]["endedBy"], "partner", "{current}");
     // Messages after the end are refused.
     let (status, _) = bob_rest
         .post(

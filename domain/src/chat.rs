@@ -326,6 +326,9 @@ impl Chat {
             status: s.status.as_str().into(),
             started_at: s.started_at,
             ended_at: s.ended_at,
+            ended_by: s
+                .ended_by
+                .map(|by| if by == me { "me" } else { "partner" }.to_owned()),
             partner: Self::partner_view(&partner),
             // Filled in by the reads that tell where a user stands.
             partner_online: None,
@@ -894,6 +897,7 @@ impl Chat {
                     status: s.status.as_str().into(),
                     started_at: s.started_at,
                     ended_at: s.ended_at,
+                    ended_by: None,
                     partner: Self::partner_view(partner),
                     partner_online: None,
                     reveal: Self::reveal_view(None, me),

@@ -95,6 +95,8 @@ test('a message typed offline is kept, marked, when the chat ends meanwhile', { 
     await seeVisible(oli.page.getByTestId('rate-1'));
     await pia.context.setOffline(false);
     await seeVisible(pia.page.getByTestId('rate-1'));
+    // She missed the live end, but the session she reconnects to says who.
+    await seeText(pia.page.getByTestId('ended-by'), `${oli.alias} ended the chat.`);
     const transcript = pia.page.getByTestId('transcript');
     await seeText(transcript, 'are you still there?');
     await seeText(transcript, 'Not delivered: the chat had ended');
@@ -113,7 +115,7 @@ test('signing out in a chat ends it, after a second press', { timeout: TEST_MS }
     await pairUp(quinn, rae);
     const signOut = quinn.page.getByTestId('sign-out');
     await signOut.click();
-    await seeText(signOut, 'End chat and sign out?');
+    await seeText(signOut, 'End chat & sign out?');
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(await rae.page.getByTestId('rate-1').count(), 0, 'one press ends nothing');
     await signOut.click();

@@ -79,6 +79,9 @@ pub struct SessionView {
     pub started_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ended_at: Option<DateTime<Utc>>,
+    /// Who ended it, as the viewer sees it: `me` or `partner`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended_by: Option<String>,
     pub partner: PartnerView,
     /// Whether the partner has a socket open right now (an active session
     /// read at a (re)connect or by current-session; absent when unknown).

@@ -234,7 +234,8 @@ export function friendly(err) {
     const seconds = err.retryAfter ?? Number(/try again in (\d+) s/.exec(err.message ?? '')?.[1] ?? NaN);
     if (Number.isFinite(seconds) && seconds > 0) return `Whoa, slow down: try again in ${waitText(seconds)}.`;
   }
-  return FRIENDLY[err?.code] ?? err?.message ?? 'Something went wrong.';
+  const said = err?.message ? err.message[0].toUpperCase() + err.message.slice(1) : null;
+  return FRIENDLY[err?.code] ?? said ?? 'Something went wrong.';
 }
 ctx.friendly = friendly;
 
@@ -281,7 +282,7 @@ signOutButton.addEventListener('click', async () => {
   if (isBusy(signOutButton)) return;
   if (live.phase === 'chat' && live.session) {
     if (!signOutArmed) {
-      signOutButton.textContent = 'End chat and sign out?';
+      signOutButton.textContent = 'End chat & sign out?';
       announce('You are in a chat. Press Sign out again to end it and sign out.');
       signOutArmed = setTimeout(disarmSignOut, SIGN_OUT_CONFIRM_MS);
       return;

@@ -157,7 +157,7 @@ function chatView(ctx) {
     'p',
     { class: 'muted small', 'data-testid': 'empty-card-hint', hidden: true },
     'Your identity card is empty, so they would see only your alias. ',
-    h('a', { href: '/profile', 'data-link': true }, 'Fill it in first'),
+    h('a', { href: '/profile#card', 'data-link': true }, 'Fill it in first'),
   );
   let cardChecked = false;
   const checkOwnCard = () => {
@@ -210,7 +210,7 @@ function chatView(ctx) {
     'aria-describedby': 'composer-help',
   });
   const sendButton = h('button', { class: 'btn primary', type: 'submit', 'data-testid': 'send-message' }, 'Send');
-  const counter = h('span', { class: 'counter', 'aria-live': 'polite' });
+  const counter = h('span', { class: 'counter' });
   const composer = h(
     'form',
     { class: 'composer' },
@@ -327,6 +327,10 @@ function chatView(ctx) {
       : n > MAX_MESSAGE_CHARS - 200
         ? `${n} / ${MAX_MESSAGE_CHARS}`
         : '';
+    // Said once as the text goes over, not at every keystroke.
+    if (over && !counter.classList.contains('over')) {
+      announce(`Too long: ${n} characters, the limit is ${MAX_MESSAGE_CHARS}.`);
+    }
     counter.classList.toggle('over', over);
     input.setAttribute('aria-invalid', String(over));
   };

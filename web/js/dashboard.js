@@ -101,11 +101,12 @@ export function mount(root, ctx) {
     pollTimer = setTimeout(poll, WAITING_POLL_MS);
   };
 
-  let wasSearching = live.phase === 'searching';
+  // A search the server confirmed; one it refused (a rate limit) never ran.
+  let confirmed = live.phase === 'searching' && live.searchConfirmed;
   const paintPhase = (announceIt) => {
     const searching = live.phase === 'searching';
-    const stopped = wasSearching && !searching;
-    wasSearching = searching;
+    const stopped = confirmed && !searching;
+    if (!searching) confirmed = false;
     idleBox.hidden = searching;
     searchBox.hidden = !searching;
     clearTimeout(hintTimer);
@@ -128,7 +129,10 @@ export function mount(root, ctx) {
   const offs = [
     live.on('online', paintCount),
     live.on('phase', () => paintPhase(true)),
-    live.on('searching', () => poll()),
+    live.on('searching', () => {
+      confirmed = true;
+      poll();
+    }),
     live.on('user', paintHeading),
   ];
 

@@ -235,6 +235,9 @@ export function mount(root, ctx, { firstTime = true } = {}) {
     detailsInput.value = profile?.details ?? '';
     revealEmailInput.checked = Boolean(profile?.revealEmail);
     if (profile?.realName || profile?.details) card.open = true;
+    // Sent here to fill in the card (from a reveal prompt): open at it.
+    const toCard = location.hash === '#card';
+    if (toCard) card.open = true;
     replaceChildren(
       section,
       heading,
@@ -242,7 +245,8 @@ export function mount(root, ctx, { firstTime = true } = {}) {
       form,
     );
     if (!alive) return;
-    if (document.activeElement === heading || document.activeElement === document.body) focusEl(heading);
+    if (toCard) focusEl(realNameInput);
+    else if (document.activeElement === heading || document.activeElement === document.body) focusEl(heading);
   })();
 
   return {

@@ -817,9 +817,13 @@ class Live {
     const before = this.session.reveal;
     const ref = this.send('reveal_respond', { sessionId: this.session.id, accept: Boolean(accept) }, {
       onError: (err) => {
-        if (this.session) this.session.reveal = before;
+        // Put back the prompt only if nothing answered it meanwhile; a
+        // CONFLICT means something did (this user's other tab): the
+        // server's state is the truth, and no error to show.
+        if (this.session?.reveal?.state === 'answering') this.session.reveal = before;
         this.emit('reveal', { kind: 'error' });
-        this.emit('error', { ...err, action: 'reveal_respond' });
+        if (err.code === 'CONFLICT') this.resync();
+        else this.emit('error', { ...err, action: 'reveal_respond' });
       },
     });
     if (!ref) return this.offline('reveal_respond');

@@ -253,6 +253,7 @@ fn session_view(fake: &Fake, st: &State, sid: Uuid, me: Uuid) -> SessionView {
         status: if s.active { "active" } else { "ended" }.into(),
         started_at: chrono::Utc::now(),
         ended_at: None,
+        ended_by: None,
         partner: PartnerView {
             alias: p.alias.clone(),
             gender: Some(p.gender.clone()),
