@@ -516,11 +516,7 @@ async fn a_burst_of_joins_each_gets_its_own_connected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_learns_whether_the_partner_is_still_there() {
     let app = App::start(&[]).await;
-    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
-    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
-    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
-    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
-    pair_up(&mut a, &mut b).await;
+    let Pair { alice, a, b, .. } = Pair::matched(&app).await;
 
     // Alice drops and comes back while Bob is there...
     a.close().await;
@@ -545,11 +541,13 @@ async fn a_reconnect_learns_whether_the_partner_is_still_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asking_to_reveal_while_the_partner_asks_is_a_yes() {
     let app = App::start(&[]).await;
-    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
-    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
-    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
-    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
-    let sid = pair_up(&mut a, &mut b).await;
+    let Pair {
+        alice,
+        bob,
+        mut a,
+        mut b,
+        sid,
+    } = Pair::matched(&app).await;
 
     // Alice asks; Bob, who had not seen it yet, asks too.
     a.send("reveal_request", json!({"sessionId": sid}), None)
@@ -583,11 +581,9 @@ async fn asking_to_reveal_while_the_partner_asks_is_a_yes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_asks_to_reveal_and_then_it_is_up_to_the_partner() {
     let app = App::start(&[]).await;
-    let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
-    let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
-    let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
-    let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
-    let sid = pair_up(&mut a, &mut b).await;
+    let Pair {
+        mut a, mut b, sid, ..
+    } = Pair::matched(&app).await;
 
     for _ in 0..3 {
         a.send("reveal_request", json!({"sessionId": sid}), None)
@@ -625,4 +621,30 @@ async fn three_asks_to_reveal_and_then_it_is_up_to_the_partner() {
     assert_eq!(answer["ref"], "yes", "{answer}");
     assert_eq!(answer["data"]["status"], "accepted");
     app.running.shutdown.cancel();
+}
+
+/// Alice (a dude) and Bob (a girl), each on a socket of the app, matched.
+struct Pair {
+    alice: TestUser,
+    bob: TestUser,
+    a: Ws,
+    b: Ws,
+    sid: String,
+}
+
+impl Pair {
+    async fn matched(app: &App) -> Pair {
+        let alice = make_user(app.store.as_ref(), &app.tokens, Gender::Dude).await;
+        let bob = make_user(app.store.as_ref(), &app.tokens, Gender::Girl).await;
+        let (mut a, _) = Ws::join(&app.ws(), &alice.token).await;
+        let (mut b, _) = Ws::join(&app.ws(), &bob.token).await;
+        let sid = pair_up(&mut a, &mut b).await;
+        Pair {
+            alice,
+            bob,
+            a,
+            b,
+            sid,
+        }
+    }
 }
