@@ -270,9 +270,20 @@ test('a refused refresh ends in auth-lost', async () => {
 
 test('an ended, unrated session resumes on the rating screen; a rated one does not', async () => {
   reset();
+  routes['GET /api/chat/sessions/s1/messages'] = () => [200, { messages: [] }];
+  // Typed before the end and never sent: kept in view, marked, out of the outbox.
+  const unsent = { clientMsgId: 'c-late', content: 'still there?', createdAt: '2024-01-01T00:09:00Z', status: 'pending' };
+  localStorage.setItem('io.outbox', JSON.stringify({ sessionId: 's1', items: [unsent] }));
   live.start();
-  await connectWith(session([], { status: 'ended', endedAt: '2024-01-01T00:10:00Z' }));
+  await connectWith(session([], { status: 'ended', endedAt: '2024-01-01T00:10:00Z', endedBy: 'partner' }));
   assert.equal(live.phase, 'ended');
+  assert.equal(live.session.endedBy, 'partner');
+  await until(
+    () => live.timeline.items().some((m) => m.clientMsgId === 'c-late' && m.status === 'failed'),
+    'the unsent message marked as not delivered',
+  );
+  assert.equal(localStorage.getItem('io.outbox'), null);
+  assert.equal(sockets.at(-1).frames('send_message').length, 0, 'nothing sent into an ended chat');
   live.stop();
 
   reset();
