@@ -15,6 +15,7 @@ import {
   pairUp,
   readyUser,
   seeMessage,
+  seeHidden,
   seeText,
   seeVisible,
   shownMessages,
@@ -69,6 +70,17 @@ test('a paste over the limit is refused whole, with the count', { timeout: TEST_
     await max.page.getByTestId('reveal-request').click();
     await seeText(nia.page.getByTestId('reveal-prompt'), `${max.alias} wants to reveal identities`);
     await seeText(nia.page.getByTestId('empty-card-hint'), 'Your identity card is empty');
+    // She says no three times; then he is not offered a fourth ask.
+    for (let ask = 1; ask <= 3; ask += 1) {
+      if (ask > 1) {
+        await max.page.getByTestId('reveal-request').click();
+        await seeVisible(nia.page.getByTestId('reveal-prompt'));
+      }
+      await nia.page.getByTestId('reveal-decline').click();
+      await seeVisible(max.page.getByTestId('reveal-declined'));
+    }
+    await seeText(max.page.getByTestId('reveal-declined'), `${nia.alias} declined 3 times`);
+    await seeHidden(max.page.getByTestId('reveal-request'));
     assertHealthy(max, nia);
   } finally {
     await closeAll(max, nia);

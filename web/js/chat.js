@@ -4,7 +4,7 @@
 
 import { announce, clock, focusEl, h, replaceChildren } from './dom.js';
 import { api } from './api.js';
-import { MAX_MESSAGE_CHARS, messageText } from './socket.js';
+import { MAX_MESSAGE_CHARS, MAX_REVEAL_ASKS, messageText } from './socket.js';
 
 const VIBES = [
   [1, 'Boring', '😴'],
@@ -435,7 +435,9 @@ function chatView(ctx) {
     if (!prompt.hidden) checkOwnCard();
     promptText.textContent = `${alias} wants to reveal identities. Only if you say yes do you both see each other's card.`;
     if (document.activeElement === revealButton && ['pending', 'answering', 'accepted'].includes(state)) input.focus(); // before it hides: focus would drop to <body>
-    revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted';
+    // Declined as often as one may ask: the next move is the partner's.
+    const outOfAsks = state === 'declined' && requestedBy === 'me' && (s?.myAsks ?? 0) >= MAX_REVEAL_ASKS;
+    revealButton.hidden = state === 'pending' || state === 'answering' || state === 'accepted' || outOfAsks;
     // Only the one who asked and was declined asks *again*.
     revealButton.textContent = state === 'declined' && requestedBy === 'me' ? 'Ask again' : 'Reveal';
     let status = '';
@@ -444,7 +446,9 @@ function chatView(ctx) {
     else if (state === 'answering') status = 'Sending your answer…';
     else if (state === 'accepted') status = 'You both said yes. Here are the cards.';
     else if (state === 'declined') {
-      status = requestedBy === 'me' ? `${alias} declined to reveal.` : 'You declined to reveal.';
+      if (requestedBy !== 'me') status = 'You declined to reveal.';
+      else if (outOfAsks) status = `${alias} declined ${MAX_REVEAL_ASKS} times: it is up to them now.`;
+      else status = `${alias} declined to reveal.`;
       testid = 'reveal-declined';
     }
     revealStatus.textContent = status;

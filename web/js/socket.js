@@ -55,6 +55,8 @@ const INVISIBLE_ONLY =
   /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]*$/u;
 
 export const MAX_MESSAGE_CHARS = 2000;
+/** Reveal requests one person may make in one chat (the server's limit). */
+export const MAX_REVEAL_ASKS = 3;
 
 /** A message's text as it is sent and counted: no control characters, trimmed. */
 export function messageText(text) {
@@ -802,11 +804,15 @@ class Live {
         // own request, say): that is the state now.
         const mine = this.session?.reveal;
         if (mine?.state === 'pending' && mine.requestedBy === 'me') this.session.reveal = before;
+        if (this.session) this.session.myAsks = Math.max(0, (this.session.myAsks ?? 1) - 1);
         this.emit('reveal', { kind: 'error' });
         this.emit('error', { ...err, action: 'reveal_request' });
       },
     });
     if (!ref) return this.offline('reveal_request');
+    // Counted here, so the chat stops offering a fourth ask (this page
+    // only: after a reload the server's refusal says it).
+    this.session.myAsks = (this.session.myAsks ?? 0) + 1;
     this.session.reveal = { state: 'pending', requestedBy: 'me' };
     this.emit('reveal', { kind: 'sent' });
     return true;
