@@ -276,10 +276,10 @@ impl Bus for MemoryBus {
 
     async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
         let mut queue = lock(&self.queue);
-        let Some(old) = queue.entries.get(&entry.user).cloned() else {
+        let Some(slot) = queue.entries.get_mut(&entry.user) else {
             return Ok(false);
         };
-        queue.entries.insert(entry.user, entry.clone());
+        let old = std::mem::replace(slot, entry.clone());
         queue.order.remove(&(old.joined_at_ms, old.user));
         queue.order.insert((entry.joined_at_ms, entry.user));
         let count = queue.count(old.gender);

@@ -257,6 +257,11 @@ impl Chat {
         }
     }
 
+    /// `me` or `partner`: whose doing something was, as `viewer` sees it.
+    fn side(who: UserId, viewer: UserId) -> String {
+        if who == viewer { "me" } else { "partner" }.into()
+    }
+
     fn reveal_view(reveal: Option<&RevealRequest>, me: UserId) -> RevealView {
         match reveal {
             None => RevealView {
@@ -265,14 +270,7 @@ impl Chat {
             },
             Some(r) => RevealView {
                 state: r.status.as_str().into(),
-                requested_by: Some(
-                    if r.requester_id == me {
-                        "me"
-                    } else {
-                        "partner"
-                    }
-                    .into(),
-                ),
+                requested_by: Some(Self::side(r.requester_id, me)),
             },
         }
     }
@@ -286,12 +284,7 @@ impl Chat {
             id: r.id.0,
             session_id: r.session_id.0,
             status: r.status.as_str().into(),
-            requested_by: if r.requester_id == me {
-                "me"
-            } else {
-                "partner"
-            }
-            .into(),
+            requested_by: Self::side(r.requester_id, me),
             created_at: r.created_at,
             identities: ids,
         }
@@ -326,9 +319,7 @@ impl Chat {
             status: s.status.as_str().into(),
             started_at: s.started_at,
             ended_at: s.ended_at,
-            ended_by: s
-                .ended_by
-                .map(|by| if by == me { "me" } else { "partner" }.to_owned()),
+            ended_by: s.ended_by.map(|by| Self::side(by, me)),
             partner: Self::partner_view(&partner),
             // Filled in by the reads that tell where a user stands.
             partner_online: None,

@@ -416,13 +416,14 @@ pub fn decode(text: &str) -> Result<(ClientEvent, Option<String>), DecodeError> 
             format!("unknown event type `{other}`"),
         )),
     };
-    event
-        .map(|event| (event, frame.reference.clone()))
-        .map_err(|(field, message)| DecodeError {
+    match event {
+        Ok(event) => Ok((event, frame.reference)),
+        Err((field, message)) => Err(DecodeError {
             reference: frame.reference,
             field,
             message,
-        })
+        }),
+    }
 }
 
 /// One event's `data`. Errors are rare, so only a failed parse runs again
@@ -466,8 +467,7 @@ fn explain(serde_message: &str) -> (Option<String>, String) {
     if let Some(rest) = serde_message.strip_prefix("unknown field ") {
         return (quoted(rest), "is not a field of this event".to_owned());
     }
-    if serde_message.starts_with("UUID parsing failed") || serde_message.contains("expected a UUID")
-    {
+    if serde_message.starts_with("UUID parsing failed") {
         return (None, "must be a UUID".to_owned());
     }
     if serde_message.starts_with("invalid type") || serde_message.starts_with("invalid value") {

@@ -4,7 +4,7 @@
 
 import { announce, clock, focusEl, h, replaceChildren } from './dom.js';
 import { api } from './api.js';
-import { MAX_MESSAGE_CHARS, MAX_REVEAL_ASKS, messageText } from './socket.js';
+import { MAX_MESSAGE_CHARS, MAX_REVEAL_ASKS, messageLength } from './socket.js';
 
 const VIBES = [
   [1, 'Boring', '😴'],
@@ -320,7 +320,7 @@ function chatView(ctx) {
   // Text over the limit (a long paste) is kept whole and refused with a
   // reason, never cut short without a word.
   const paintCounter = () => {
-    const n = [...messageText(input.value)].length;
+    const n = messageLength(input.value);
     const over = n > MAX_MESSAGE_CHARS;
     counter.textContent = over
       ? `${n} / ${MAX_MESSAGE_CHARS} · ${n - MAX_MESSAGE_CHARS} too many`
@@ -339,7 +339,7 @@ function chatView(ctx) {
     event.preventDefault();
     const text = input.value;
     if (!text.trim()) return;
-    const n = [...messageText(text)].length;
+    const n = messageLength(text);
     if (n > MAX_MESSAGE_CHARS) {
       announce(`Not sent: your message has ${n} characters, the limit is ${MAX_MESSAGE_CHARS}.`);
       input.focus();

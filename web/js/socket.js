@@ -59,8 +59,13 @@ export const MAX_MESSAGE_CHARS = 2000;
 export const MAX_REVEAL_ASKS = 3;
 
 /** A message's text as it is sent and counted: no control characters, trimmed. */
-export function messageText(text) {
+function messageText(text) {
   return String(text ?? '').replace(CONTROL_CHARS, '').trim();
+}
+
+/** A message's length as the server counts it: characters, not UTF-16 units. */
+export function messageLength(text) {
+  return [...messageText(text)].length;
 }
 
 /** A UUID for clientMsgId; randomUUID exists only in secure contexts. */
@@ -643,7 +648,7 @@ class Live {
   /** Queue a message: shown at once as pending, sent when connected. */
   sendMessage(text) {
     const content = messageText(text);
-    if (INVISIBLE_ONLY.test(content) || [...content].length > MAX_MESSAGE_CHARS) return false;
+    if (INVISIBLE_ONLY.test(content) || messageLength(content) > MAX_MESSAGE_CHARS) return false;
     if (!this.session || this.phase !== 'chat') return false;
     const clientMsgId = newClientMsgId();
     this.timeline.addPending(clientMsgId, content);

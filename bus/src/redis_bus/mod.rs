@@ -94,11 +94,11 @@ fn encode<T: serde::Serialize>(value: &T) -> BusResult<String> {
 }
 
 impl RedisBus {
-    /// Run a script that writes one queue entry (join or replace; same
-    /// keys and arguments); whether it wrote.
-    async fn queue_put(&self, script: &redis::Script, entry: &QueueEntry) -> BusResult<bool> {
+    /// Write one queue entry (`mode`: `join` a user not queued yet, or
+    /// `replace` a queued one's entry); whether it wrote.
+    async fn queue_put(&self, entry: &QueueEntry, mode: &str) -> BusResult<bool> {
         let change = encode(&QueueChange::Joined(entry.clone()))?;
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.scripts.queue_put.prepare_invoke();
         for key in self.keys.queue_script_keys() {
             invocation.key(key);
         }
@@ -108,7 +108,8 @@ impl RedisBus {
             .arg(entry.joined_at_ms)
             .arg(entry.gender.as_str())
             .arg(QUEUE_LOG_CAP)
-            .arg(change);
+            .arg(change)
+            .arg(mode);
         let written: i64 = invocation.invoke_async(&mut self.conn()).await.bus()?;
         Ok(written == 1)
     }
@@ -702,19 +703,15 @@ impl Bus for RedisBus {
     }
 
     async fn queue_join(&self, entry: &QueueEntry) -> BusResult<bool> {
-        self.observe(
-            "queue_join",
-            OpKind::Timed,
-            self.queue_put(&self.scripts.queue_join, entry),
-        )
-        .await
+        self.observe("queue_join", OpKind::Timed, self.queue_put(entry, "join"))
+            .await
     }
 
     async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
         self.observe(
             "queue_replace",
             OpKind::Timed,
-            self.queue_put(&self.scripts.queue_replace, entry),
+            self.queue_put(entry, "replace"),
         )
         .await
     }

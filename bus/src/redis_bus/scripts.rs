@@ -1,37 +1,27 @@
 //! The Lua scripts behind every multi-key step. Each touches keys of a single
 //! hash tag only, so it also runs on Redis Cluster. Change payloads are JSON
 //! built by serde in Rust and passed in, so Lua never encodes a domain type;
-//! it decodes one only to read a leaving user's gender for the counters.
+//! it decodes one only to read the gender of a user who leaves or whose
+//! entry is replaced, for the counters.
 
 use redis::Script;
 
 /// KEYS: entries, order, changes, seq, counts.
-/// ARGV: user, entry JSON, joined_at_ms, gender, log cap, `Joined` change JSON.
-/// Returns 1 if the user was added, 0 if they were already queued.
-const QUEUE_JOIN: &str = r#"
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return 0
-end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-' .. seq, 'c', ARGV[6])
-return 1
-"#;
-
-/// KEYS: entries, order, changes, seq, counts.
-/// ARGV: user, entry JSON, joined_at_ms, gender, log cap, `Joined` change JSON.
-/// Returns 1 if the queued user's entry was replaced, 0 if they are not
-/// queued (nothing written). The follower takes a `Joined` of a queued user
-/// as the replacement of their entry.
-const QUEUE_REPLACE: &str = r#"
+/// ARGV: user, entry JSON, joined_at_ms, gender, log cap, `Joined` change
+/// JSON, mode: `join` writes only a user not queued yet, `replace` only one
+/// who is (their old gender's count goes down; the follower takes a
+/// `Joined` of a queued user as the replacement of their entry).
+/// Returns 1 if it wrote, 0 if not (nothing changed).
+const QUEUE_PUT: &str = r#"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then
+if (ARGV[7] == 'join') == (old ~= false) then
   return 0
 end
-local ok, decoded = pcall(cjson.decode, old)
-if ok and type(decoded) == 'table' and type(decoded.gender) == 'string' then
-  redis.call('HINCRBY', KEYS[5], decoded.gender, -1)
+if old then
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and type(decoded) == 'table' and type(decoded.gender) == 'string' then
+    redis.call('HINCRBY', KEYS[5], decoded.gender, -1)
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -117,8 +107,7 @@ return 0
 /// The scripts, hashed once; `invoke_async` runs them by SHA and loads them
 /// on `NOSCRIPT` (after a Redis restart or failover).
 pub(crate) struct Scripts {
-    pub queue_join: Script,
-    pub queue_replace: Script,
+    pub queue_put: Script,
     pub queue_leave: Script,
     pub queue_snapshot: Script,
     pub lease_acquire: Script,
@@ -129,8 +118,7 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub fn new() -> Self {
         Scripts {
-            queue_join: Script::new(QUEUE_JOIN),
-            queue_replace: Script::new(QUEUE_REPLACE),
+            queue_put: Script::new(QUEUE_PUT),
             queue_leave: Script::new(QUEUE_LEAVE),
             queue_snapshot: Script::new(QUEUE_SNAPSHOT),
             lease_acquire: Script::new(LEASE_ACQUIRE),
