@@ -225,7 +225,12 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<Running> {
     let bus = io_bus::connect(s.redis_url.as_deref(), &s.redis_prefix)
         .await
         .context("cannot connect to Redis (IO_REDIS_URL)")?;
-    let chat = Chat::new(store.clone(), bus.clone(), chat_limits(&s));
+    let chat = Chat::new(
+        store.clone(),
+        bus.clone(),
+        chat_limits(&s),
+        Duration::from_micros(s.commit_interval_us),
+    );
 
     let http = telemetry::bind(s.http_addr, "IO_HTTP_ADDR").await?;
     let metrics_listener = telemetry::bind(s.metrics_addr, "IO_METRICS_ADDR").await?;

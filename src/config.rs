@@ -205,6 +205,13 @@ pub struct Settings {
     #[arg(long, env = "IO_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
 
+    /// Microseconds between the starts of two message commits of this
+    /// process at least: under load a commit waits out the rest and takes in
+    /// the messages that arrive meanwhile (0 = commit as soon as the last
+    /// commit ends). A message arriving after a quiet spell commits at once.
+    #[arg(long, env = "IO_COMMIT_INTERVAL_US", default_value_t = 2000)]
+    pub commit_interval_us: u64,
+
     /// Largest database connection pool of this process.
     #[arg(long, env = "IO_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: u32,

@@ -167,6 +167,12 @@ fn describe() {
         "Group-commit transaction time."
     );
     describe_histogram!("io_message_commit_batch_size", "Messages per group commit.");
+    describe_histogram!(
+        "io_message_commit_wait_seconds",
+        Unit::Seconds,
+        "Time a group commit waited for the commit interval (IO_COMMIT_INTERVAL_US) \
+         before it started, taking in the messages that arrived meanwhile."
+    );
     describe_counter!(
         "io_message_commit_failures_total",
         "Group commits that failed."
@@ -270,6 +276,7 @@ pub fn register_known_metrics(role: crate::config::Role) {
     for name in [
         "io_message_commit_seconds",
         "io_message_commit_batch_size",
+        "io_message_commit_wait_seconds",
         "io_events_publish_seconds",
         "io_session_duration_seconds",
         "io_session_messages",

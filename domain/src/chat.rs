@@ -86,10 +86,16 @@ impl Chat {
     const ARRIVAL_VIEWS_AT_ONCE: usize = 8;
 
     /// Start the chat service (its writer and outbox tasks) on the current
-    /// Tokio runtime.
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: ChatLimits) -> Arc<Self> {
+    /// Tokio runtime; message commits start at least `commit_interval`
+    /// apart ([`MessageWriter`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        limits: ChatLimits,
+        commit_interval: Duration,
+    ) -> Arc<Self> {
         Arc::new(Chat {
-            writer: MessageWriter::spawn(store.clone()),
+            writer: MessageWriter::spawn(store.clone(), commit_interval),
             outbox: Outbox::spawn(bus.clone()),
             store,
             bus,

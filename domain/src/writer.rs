@@ -2,14 +2,18 @@
 //! one writer task that commits whatever has queued up as one transaction:
 //! at low load a batch is a single message (no added latency), under load
 //! batches grow while the previous commit is in flight, so the cost per
-//! message falls as the rate rises. A sender's ack waits for its commit.
+//! message falls as the rate rises. Commits also start at least a commit
+//! interval apart ([`Pacer`]): a commit's fixed cost is most of the store's
+//! CPU, and a busy node that committed back to back spent it a thousand
+//! times a second on batches of a few messages. A sender's ack waits for
+//! its commit.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::next_batch;
+use crate::batch::{next_batch, Pacer};
 use crate::model::{Message, NewMessage};
 use crate::ports::{Store, StoreError, StoreResult};
 
@@ -25,10 +29,11 @@ impl MessageWriter {
     /// At most this many messages per transaction.
     pub const MAX_BATCH: usize = 1000;
 
-    /// Start the writer task. It ends when every handle is dropped.
-    pub fn spawn(store: Arc<dyn Store>) -> Self {
+    /// Start the writer task, its commits starting at least
+    /// `commit_interval` apart. It ends when every handle is dropped.
+    pub fn spawn(store: Arc<dyn Store>, commit_interval: Duration) -> Self {
         let (tx, rx) = mpsc::channel(16 * Self::MAX_BATCH);
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, rx, Pacer::new(commit_interval)));
         MessageWriter { tx }
     }
 
@@ -57,9 +62,13 @@ impl MessageWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(NewMessage, Reply)>, mut pacer: Pacer) {
     let mut queued = Vec::with_capacity(MessageWriter::MAX_BATCH);
     while next_batch(&mut rx, MessageWriter::MAX_BATCH, &mut queued).await {
+        let waited = pacer
+            .pace(&mut rx, MessageWriter::MAX_BATCH, &mut queued)
+            .await;
+        metrics::histogram!("io_message_commit_wait_seconds").record(waited.as_secs_f64());
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = queued.drain(..).unzip();
         let started = Instant::now();
         let outcome = store.append_messages(&messages).await;

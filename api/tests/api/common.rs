@@ -216,7 +216,12 @@ impl TestApp {
             Backend::Postgres => io_store::testing::postgres().await,
         };
         let bus: Arc<dyn io_domain::Bus> = Arc::new(io_bus::MemoryBus::new());
-        let chat = Chat::new(db.store.clone(), bus.clone(), ChatLimits::default());
+        let chat = Chat::new(
+            db.store.clone(),
+            bus.clone(),
+            ChatLimits::default(),
+            Duration::from_millis(2),
+        );
         let tokens = Arc::new(Tokens::new(SECRET, &[], Tokens::DEFAULT_ACCESS_TTL));
         let (smtp, smtp_url) = match options.mail {
             Mail::Sink => {
