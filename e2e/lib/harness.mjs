@@ -101,6 +101,23 @@ export async function newUser(browser, name, { viewport = DESKTOP } = {}) {
   return user;
 }
 
+/**
+ * Record everything the polite live region says (it is cleared between
+ * sentences) into `window.__announced`; an init script:
+ * `context.addInitScript(recordAnnouncements)`.
+ */
+export function recordAnnouncements() {
+  window.__announced = [];
+  document.addEventListener('DOMContentLoaded', () => {
+    const region = document.getElementById('announcer');
+    if (!region) return;
+    new MutationObserver(() => {
+      const text = region.textContent.trim();
+      if (text) window.__announced.push(text);
+    }).observe(region, { childList: true, characterData: true, subtree: true });
+  });
+}
+
 /** No alert/confirm dialog, no uncaught exception, no CSP violation on this user's pages. */
 export function assertHealthy(...users) {
   for (const u of users) {

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { TEST_MS, browserForFile, eventually } from '../lib/harness.mjs';
+import { TEST_MS, browserForFile, eventually, recordAnnouncements } from '../lib/harness.mjs';
 import { SCREENS, tour } from '../lib/tour.mjs';
 
 const browser = browserForFile();
@@ -33,19 +33,6 @@ const NAMED = {
   rating: [['button', 'Boring'], ['button', 'Okay'], ['button', 'Fire'], ['button', 'Legendary'], ['button', 'Skip']],
   rated: [['button', 'Again!'], ['button', 'Home']],
 };
-
-/** Record everything the polite live region says (it is cleared between sentences). */
-function recordAnnouncements() {
-  window.__announced = [];
-  document.addEventListener('DOMContentLoaded', () => {
-    const region = document.getElementById('announcer');
-    if (!region) return;
-    new MutationObserver(() => {
-      const text = region.textContent.trim();
-      if (text) window.__announced.push(text);
-    }).observe(region, { childList: true, characterData: true, subtree: true });
-  });
-}
 
 /** Every control in the accessibility tree (hidden ones are not) whose accessible name is empty. */
 async function unnamedControls(cdp) {

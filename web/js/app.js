@@ -253,6 +253,7 @@ const disarmSignOut = () => {
   clearTimeout(signOutArmed);
   signOutArmed = null;
   signOutButton.textContent = 'Sign out';
+  delete signOutButton.dataset.armed;
 };
 live.on('phase', (phase) => {
   if (signOutArmed && phase !== 'chat') disarmSignOut();
@@ -283,6 +284,7 @@ signOutButton.addEventListener('click', async () => {
   if (live.phase === 'chat' && live.session) {
     if (!signOutArmed) {
       signOutButton.textContent = 'End chat & sign out?';
+      signOutButton.dataset.armed = 'true';
       announce('You are in a chat. Press Sign out again to end it and sign out.');
       signOutArmed = setTimeout(disarmSignOut, SIGN_OUT_CONFIRM_MS);
       return;

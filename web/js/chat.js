@@ -367,6 +367,18 @@ function chatView(ctx) {
   });
   input.addEventListener('blur', () => live.stopTyping());
 
+  // A half-typed message survives a trip to another page (the profile) and
+  // back; it is kept in this tab's memory only.
+  const draftOf = live.session?.id;
+  if (draftOf && live.draft?.sessionId === draftOf) {
+    input.value = live.draft.text;
+    grow();
+    paintCounter();
+  }
+  offs.push(() => {
+    live.draft = live.running && draftOf && input.value ? { sessionId: draftOf, text: input.value } : null;
+  });
+
   // --- presence and typing ---------------------------------------------------
 
   // A partner who is gone for a moment (a reload, a network blip) is only
@@ -427,7 +439,19 @@ function chatView(ctx) {
   compact?.addEventListener('change', onCompactChange);
   offs.push(() => compact?.removeEventListener('change', onCompactChange));
 
+  // Hiding the prompt lets the browser clamp the list's scroll, and the
+  // scroll event of that comes after the cards have shrunk the list: read
+  // then, it would unpin a reader who was at the newest message.
   const paintReveal = () => {
+    const stick = pinned;
+    paintRevealNow();
+    if (stick) {
+      list.scrollTop = list.scrollHeight;
+      pinned = true;
+    }
+  };
+
+  const paintRevealNow = () => {
     const s = live.session;
     const { state = 'none', requestedBy = null } = s?.reveal ?? {};
     const identities = s?.identities ?? null;

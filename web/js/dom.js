@@ -74,17 +74,30 @@ export function isBusy(button) {
   return button.getAttribute('aria-disabled') === 'true';
 }
 
+/** Sentences one announcement reads at most; older ones are counted. */
+const ANNOUNCE_AT_ONCE = 5;
+let announcePending = [];
+
 /**
  * Say something through the polite live region. The text is cleared first
- * and set on the next frame so repeating the same sentence is read again.
+ * and set a moment later so repeating the same sentence is read again;
+ * sentences that come within that moment (a burst of messages, a message
+ * and a notice) are read together, none dropped.
  */
 export function announce(message) {
   const region = document.getElementById('announcer');
   if (!region) return;
+  announcePending.push(message);
   region.textContent = '';
   clearTimeout(announceTimer);
   announceTimer = setTimeout(() => {
-    region.textContent = message;
+    const said = announcePending;
+    announcePending = [];
+    const read = said.slice(-ANNOUNCE_AT_ONCE);
+    const skipped = said.length - read.length;
+    // One block per sentence: a screen reader pauses between them.
+    const lines = skipped ? [`${skipped} more before these.`, ...read] : read;
+    region.replaceChildren(...lines.map((line) => h('div', {}, line)));
   }, 50);
 }
 

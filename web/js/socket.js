@@ -104,6 +104,8 @@ class Live {
     /** Whether we want a connection (false after stop / sign-out). */
     this.running = false;
     this.ws = null;
+    /** The chat view's unsent text, `{sessionId, text}`, kept while the user is on another page. */
+    this.draft = null;
     /** True while a connect is fetching its token, so two never race. */
     this.connecting = false;
     this.attempt = 0;
@@ -201,6 +203,7 @@ class Live {
   /** Disconnect for good (sign-out) and forget the realtime state. */
   stop() {
     this.running = false;
+    this.draft = null;
     globalThis.removeEventListener?.('online', this.onWindowOnline);
     globalThis.removeEventListener?.('offline', this.onWindowOffline);
     globalThis.removeEventListener?.('pagehide', this.onPageHide);

@@ -1,0 +1,98 @@
+// What keeps a conversation flowing for the person reading it: every message
+// of a burst is read out, the newest message stays in view when the cards
+// open, a half-typed message survives a look at the profile, and the
+// sign-out question fits on a phone.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  PHONE,
+  TEST_MS,
+  assertHealthy,
+  browserForFile,
+  closeAll,
+  eventually,
+  pairUp,
+  readyUser,
+  recordAnnouncements,
+  seeMessage,
+  seeText,
+  seeVisible,
+  typeAndSend,
+} from '../lib/harness.mjs';
+
+const browser = browserForFile();
+
+test('a burst is read out whole and the accepter keeps the newest message in view', { timeout: TEST_MS }, async () => {
+  let ada;
+  let bo;
+  try {
+    // A card of several lines: the cards take more room than the prompt gave back.
+    const details = 'Climbs on weekends, reads on trains, bakes bread badly. Find me as @ada.flow almost anywhere. Lisbon, by way of Porto.';
+    ada = await readyUser(browser(), 'flow-ada', 'girl', { card: { realName: 'Ada Flow', details } });
+    bo = await readyUser(browser(), 'flow-bo', 'dude', {
+      card: { realName: 'Bo Flow', details },
+      setup: (user) => user.context.addInitScript(recordAnnouncements),
+    });
+    await pairUp(ada, bo);
+    // Three messages as fast as she can send them: he hears all three.
+    const burst = ['burst one', 'burst two', 'burst three'];
+    for (const text of burst) await typeAndSend(ada, text);
+    await seeMessage(bo, 'burst three', { mine: false });
+    await eventually('every message of the burst to be read out', async () => {
+      const said = (await bo.page.evaluate(() => window.__announced)).join('\n');
+      return burst.every((text) => said.includes(`${ada.alias}: ${text}`));
+    });
+    // Enough back and forth to scroll the list, then she asks and he says yes.
+    for (let i = 1; i <= 4; i += 1) {
+      await typeAndSend(ada, `from ada ${i}`);
+      await typeAndSend(bo, `from bo ${i}`);
+    }
+    await seeMessage(bo, 'from ada 4', { mine: false });
+    await seeMessage(bo, 'from bo 4', { mine: true });
+    const list = bo.page.getByTestId('messages');
+    const gap = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+    assert.ok((await list.evaluate((el) => el.scrollHeight - el.clientHeight)) > 0, 'the list scrolls');
+    await ada.page.getByTestId('reveal-request').click();
+    await seeVisible(bo.page.getByTestId('reveal-prompt'));
+    await bo.page.getByTestId('reveal-accept').click();
+    await seeText(bo.page.getByTestId('identity-cards'), 'Ada Flow');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok((await gap()) < 8, `the newest message stays in view (${await gap()} px below)`);
+    assertHealthy(ada, bo);
+  } finally {
+    await closeAll(ada, bo);
+  }
+});
+
+test('a draft survives a look at the profile; the sign-out question fits a phone', { timeout: TEST_MS }, async () => {
+  let cy;
+  let di;
+  try {
+    cy = await readyUser(browser(), 'flow-cy', 'dude', { viewport: PHONE });
+    di = await readyUser(browser(), 'flow-di', 'girl');
+    await pairUp(cy, di);
+    const input = cy.page.getByTestId('message-input');
+    await input.fill('half a thought');
+    await cy.page.getByTestId('edit-profile').click();
+    await eventually('the profile page', async () => new URL(cy.page.url()).pathname === '/profile');
+    await cy.page.goBack();
+    await seeVisible(input);
+    assert.equal(await input.inputValue(), 'half a thought', 'the draft is back');
+    await input.press('Enter');
+    await seeMessage(di, 'half a thought', { mine: false });
+
+    const signOut = cy.page.getByTestId('sign-out');
+    await signOut.click();
+    await seeText(signOut, 'End chat & sign out?');
+    const fits = await cy.page.evaluate(() => ({
+      page: document.documentElement.scrollWidth,
+      view: window.innerWidth,
+      button: document.querySelector('[data-testid="sign-out"]').getBoundingClientRect().right,
+    }));
+    assert.ok(fits.page <= fits.view && fits.button <= fits.view, `the armed button fits: ${JSON.stringify(fits)}`);
+    assertHealthy(cy, di);
+  } finally {
+    await closeAll(cy, di);
+  }
+});
