@@ -642,10 +642,11 @@ function ratingView(ctx) {
     heading,
     h('p', { class: 'lede', 'data-testid': 'ended-by' }, who),
     transcript,
-    identityCards(session.reveal?.state === 'accepted' ? session.identities : null),
     h('fieldset', { class: 'vibes' }, h('legend', {}, 'How was the vibe?'), h('div', { class: 'vibe-row' }, buttons)),
     thanks,
     h('div', { class: 'row center' }, again, home, skip),
+    // Below the rating: on a phone two cards would push it off the screen.
+    identityCards(session.reveal?.state === 'accepted' ? session.identities : null),
   );
 
   const paintRated = (rating, announceIt) => {
