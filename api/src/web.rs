@@ -73,15 +73,31 @@ pub(crate) async fn fallback(State(state): State<Shared>, req: Request) -> Respo
     *index_req.method_mut() = req.method().clone();
     *index_req.headers_mut() = req.headers().clone();
 
-    let files = ServeDir::new(&state.web.dir);
-    let Ok(response) = files.oneshot(req).await;
+    // A name no file can have is not found; asked for, the file system
+    // would fail (ENAMETOOLONG) and the file service answer 500.
+    let response = if can_name_a_file(&path) {
+        let Ok(response) = ServeDir::new(&state.web.dir).oneshot(req).await;
+        response.map(Body::new)
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    };
     let response = if response.status() == StatusCode::NOT_FOUND && !names_a_file(&path) {
         let Ok(index) = ServeFile::new(&state.web.index).oneshot(index_req).await;
         index.map(Body::new)
     } else {
-        response.map(Body::new)
+        response
     };
     with_cache_policy(response)
+}
+
+/// Whether `path` (as requested, percent-encoded) fits the file system's
+/// limits: each name at most 255 bytes once decoded, the whole at most
+/// 4,096 (Linux's NAME_MAX and PATH_MAX).
+fn can_name_a_file(path: &str) -> bool {
+    const NAME_MAX: usize = 255;
+    const PATH_MAX: usize = 4096;
+    let decoded_len = |s: &str| s.len().saturating_sub(2 * s.matches('%').count());
+    decoded_len(path) <= PATH_MAX && path.split('/').all(|name| decoded_len(name) <= NAME_MAX)
 }
 
 /// HTML and the ES modules it imports revalidate on every load (cheap: a

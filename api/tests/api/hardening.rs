@@ -198,6 +198,20 @@ async fn web_client_with_spa_fallback() -> Result<()> {
         .send()
         .await?;
     assert_ne!(r.status(), StatusCode::OK);
+    // A name longer than any file's is bad input, not a server error: a
+    // client route gets the page, a file name 404.
+    let long = "a".repeat(256);
+    let wide = "%E4%B8%80".repeat(86);
+    for (path, status) in [
+        (format!("/{long}"), StatusCode::OK),
+        (format!("/{wide}"), StatusCode::OK),
+        (format!("/{long}/x"), StatusCode::OK),
+        (format!("/js/{long}.js"), StatusCode::NOT_FOUND),
+        (format!("/{}", "a/".repeat(2100)), StatusCode::OK),
+    ] {
+        let r = app.http.get(app.url(&path)).send().await?;
+        assert_eq!(r.status(), status, "{} bytes", path.len());
+    }
     Ok(())
 }
 
