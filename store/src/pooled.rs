@@ -188,7 +188,7 @@ where
         match row {
             Some(r) => records::session(&r),
             None => match self.session(id).await? {
-                Some(s) if s.has(by) => Err(StoreError::Conflict("session already ended")),
+                Some(s) if s.has(by) => Err(StoreError::Conflict("the session already ended")),
                 _ => Err(StoreError::NotFound),
             },
         }
