@@ -28,6 +28,8 @@ const PRESENCE_USERS: usize = 5_000;
 const JOINS_IN_FLIGHT: usize = 64;
 /// Longer than any run, so nobody goes offline mid-measurement.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(900);
+/// The group commit's pacing, as the server's default.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 pub fn redis_url() -> String {
     std::env::var("IO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -178,7 +180,12 @@ impl World {
             messages: lots,
             typing: lots,
         };
-        Chat::new(self.store.clone(), self.bus.clone(), limits)
+        Chat::new(
+            self.store.clone(),
+            self.bus.clone(),
+            limits,
+            COMMIT_INTERVAL,
+        )
     }
 
     /// Another connection to the same Redis keys, for a thread with a

@@ -39,6 +39,8 @@ pub fn fake_node() -> NodeId {
 
 /// Presence long enough to outlive any test.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(600);
+/// The group commit's pacing, as the server's default.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// A test user and what they asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +125,7 @@ impl World {
     }
 
     async fn build(db: TestDb, bus: Arc<dyn Bus>, redis: Option<RedisKeys>) -> World {
-        let chat = Chat::new(db.store.clone(), bus.clone(), limits());
+        let chat = Chat::new(db.store.clone(), bus.clone(), limits(), COMMIT_INTERVAL);
         // Resolve "latest" now, so every later envelope is read.
         let mut cursor = InboxCursor::latest();
         bus.read_inbox(&fake_node(), &mut cursor, 1, Duration::from_millis(1))
@@ -154,12 +156,12 @@ impl World {
             ),
             None => self.bus.clone(),
         };
-        Chat::new(store, bus, limits())
+        Chat::new(store, bus, limits(), COMMIT_INTERVAL)
     }
 
     /// A chat service of this world's store over another bus (a wrapper).
     pub fn chat_over(&self, bus: Arc<dyn Bus>) -> Arc<Chat> {
-        Chat::new(self.store().clone(), bus, limits())
+        Chat::new(self.store().clone(), bus, limits(), COMMIT_INTERVAL)
     }
 
     /// `n` dudes seeking girls then `n` girls seeking dudes, online.
