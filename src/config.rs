@@ -209,7 +209,10 @@ pub struct Settings {
     /// process at least: under load a commit waits out the rest and takes in
     /// the messages that arrive meanwhile (0 = commit as soon as the last
     /// commit ends). A message arriving after a quiet spell commits at once.
-    #[arg(long, env = "IO_COMMIT_INTERVAL_US", default_value_t = 2000)]
+    /// The timer ticks in whole milliseconds, so a wait ends on the next
+    /// tick after the interval; at most 100 ms.
+    #[arg(long, env = "IO_COMMIT_INTERVAL_US", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_interval_us: u64,
 
     /// Largest database connection pool of this process.

@@ -18,6 +18,11 @@ use crate::config::LogFormat;
 const LATENCY: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// The group commit's pacing wait: up to its interval (2 ms by default)
+/// plus the timer's 1 ms resolution.
+const PACING: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.1,
+];
 /// Durations of human scale (seconds): wait times, session lengths.
 const HUMAN: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -61,6 +66,12 @@ pub fn init_metrics(role: &str, node: &str) -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("io_session_duration_seconds".into()),
                         HUMAN,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("io_message_commit_wait_seconds".into()),
+                        PACING,
                     )
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY))

@@ -75,7 +75,7 @@ pub(crate) async fn fallback(State(state): State<Shared>, req: Request) -> Respo
 
     // A name no file can have is not found; asked for, the file system
     // would fail (ENAMETOOLONG) and the file service answer 500.
-    let response = if can_name_a_file(&path) {
+    let response = if can_name_a_file(&state.web.dir, &path) {
         let Ok(response) = ServeDir::new(&state.web.dir).oneshot(req).await;
         response.map(Body::new)
     } else {
@@ -90,14 +90,18 @@ pub(crate) async fn fallback(State(state): State<Shared>, req: Request) -> Respo
     with_cache_policy(response)
 }
 
-/// Whether `path` (as requested, percent-encoded) fits the file system's
-/// limits: each name at most 255 bytes once decoded, the whole at most
-/// 4,096 (Linux's NAME_MAX and PATH_MAX).
-fn can_name_a_file(path: &str) -> bool {
+/// Whether `path` (as requested, percent-encoded) can name a file under
+/// `dir`: decoded as the file service decodes it, each name at most 255
+/// bytes and the whole, `dir` included, under 4,096 (Linux's NAME_MAX and
+/// PATH_MAX, which counts the final NUL).
+fn can_name_a_file(dir: &std::path::Path, path: &str) -> bool {
     const NAME_MAX: usize = 255;
     const PATH_MAX: usize = 4096;
-    let decoded_len = |s: &str| s.len().saturating_sub(2 * s.matches('%').count());
-    decoded_len(path) <= PATH_MAX && path.split('/').all(|name| decoded_len(name) <= NAME_MAX)
+    let decoded = percent_encoding::percent_decode_str(path).collect::<Vec<u8>>();
+    decoded
+        .split(|&b| b == b'/')
+        .all(|name| name.len() <= NAME_MAX)
+        && dir.as_os_str().len() + decoded.len() < PATH_MAX
 }
 
 /// HTML and the ES modules it imports revalidate on every load (cheap: a

@@ -32,9 +32,9 @@ fn take_queued<T>(rx: &mut mpsc::Receiver<T>, max: usize, into: &mut Vec<T>) {
 }
 
 /// Starts a worker's batches at least `interval` apart. A batch that would
-/// start sooner waits out the interval and takes in what queued up
-/// meanwhile; after a pause longer than the interval the next batch starts
-/// at once, so a lone request never waits.
+/// start sooner waits out the interval (to the timer's next millisecond
+/// tick) and takes in what queued up meanwhile; after a pause longer than
+/// the interval the next batch starts at once.
 pub struct Pacer {
     interval: Duration,
     last: Option<Instant>,

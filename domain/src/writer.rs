@@ -1,12 +1,12 @@
 //! Group commit for chat messages. Every node funnels its messages through
-//! one writer task that commits whatever has queued up as one transaction:
-//! at low load a batch is a single message (no added latency), under load
+//! one writer task that commits whatever has queued up as one transaction;
 //! batches grow while the previous commit is in flight, so the cost per
 //! message falls as the rate rises. Commits also start at least a commit
-//! interval apart ([`Pacer`]): a commit's fixed cost is most of the store's
-//! CPU, and a busy node that committed back to back spent it a thousand
-//! times a second on batches of a few messages. A sender's ack waits for
-//! its commit.
+//! interval apart ([`Pacer`]): a message that comes after a quiet spell
+//! commits at once, one that comes sooner waits for the interval and shares
+//! the commit with what arrives meanwhile. A commit's fixed cost is most of
+//! the store's CPU, and a busy node that committed back to back spent it
+//! on batches of a few messages each. A sender's ack waits for its commit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

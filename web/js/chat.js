@@ -566,7 +566,10 @@ function chatView(ctx) {
   } else {
     announce(`You are chatting with ${alias}.`);
   }
-  requestAnimationFrame(() => (list.scrollTop = list.scrollHeight));
+  requestAnimationFrame(() => {
+    list.scrollTop = list.scrollHeight;
+    grow(); // a restored draft of several lines: measurable once attached
+  });
 
   return {
     el,
@@ -580,6 +583,18 @@ function chatView(ctx) {
 }
 
 // --- rating -----------------------------------------------------------------
+
+/**
+ * The cards of a session whose reveal was accepted, for the rating screen:
+ * folded on a phone (open, two cards would push the rating off the
+ * screen), but above the rating, so no one skips past them unseen.
+ */
+function revealedCards(session) {
+  const cards = identityCards(session.reveal?.state === 'accepted' ? session.identities : null);
+  if (!cards) return null;
+  const open = !globalThis.matchMedia?.(COMPACT_QUERY)?.matches;
+  return h('details', { class: 'cards-wrap', open }, h('summary', {}, 'Identity cards'), cards);
+}
 
 function ratingView(ctx) {
   const { live } = ctx;
@@ -642,11 +657,10 @@ function ratingView(ctx) {
     heading,
     h('p', { class: 'lede', 'data-testid': 'ended-by' }, who),
     transcript,
+    revealedCards(session),
     h('fieldset', { class: 'vibes' }, h('legend', {}, 'How was the vibe?'), h('div', { class: 'vibe-row' }, buttons)),
     thanks,
     h('div', { class: 'row center' }, again, home, skip),
-    // Below the rating: on a phone two cards would push it off the screen.
-    identityCards(session.reveal?.state === 'accepted' ? session.identities : null),
   );
 
   const paintRated = (rating, announceIt) => {

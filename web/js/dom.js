@@ -82,7 +82,7 @@ let announcePending = [];
  * Say something through the polite live region. The text is cleared first
  * and set a moment later so repeating the same sentence is read again;
  * sentences that come within that moment (a burst of messages, a message
- * and a notice) are read together, none dropped.
+ * and a notice) are read together: the last five, the ones before counted.
  */
 export function announce(message) {
   const region = document.getElementById('announcer');
@@ -95,9 +95,11 @@ export function announce(message) {
     announcePending = [];
     const read = said.slice(-ANNOUNCE_AT_ONCE);
     const skipped = said.length - read.length;
-    // One block per sentence: a screen reader pauses between them.
+    // One block per sentence, each ending in a stop, so that read as one
+    // text (the region is atomic) they do not run together.
     const lines = skipped ? [`${skipped} more before these.`, ...read] : read;
-    region.replaceChildren(...lines.map((line) => h('div', {}, line)));
+    const stopped = (line) => (/[.!?…:]\s*$/u.test(line) ? line : `${line}.`);
+    region.replaceChildren(...lines.map((line) => h('div', {}, stopped(line))));
   }, 50);
 }
 

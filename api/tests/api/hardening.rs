@@ -208,6 +208,10 @@ async fn web_client_with_spa_fallback() -> Result<()> {
         (format!("/{long}/x"), StatusCode::OK),
         (format!("/js/{long}.js"), StatusCode::NOT_FOUND),
         (format!("/{}", "a/".repeat(2100)), StatusCode::OK),
+        // Every name short, the whole just at the limit with the folder.
+        (format!("/{}a", "a/".repeat(2047)), StatusCode::OK),
+        // Not a valid escape: three bytes a name, on disk.
+        (format!("/{}", "%zz".repeat(100)), StatusCode::OK),
     ] {
         let r = app.http.get(app.url(&path)).send().await?;
         assert_eq!(r.status(), status, "{} bytes", path.len());
