@@ -582,10 +582,24 @@ async fn asking_to_reveal_while_the_partner_asks_is_a_yes() {
 async fn three_asks_to_reveal_and_then_it_is_up_to_the_partner() {
     let app = App::start(&[]).await;
     let Pair {
-        mut a, mut b, sid, ..
+        alice,
+        bob,
+        mut a,
+        mut b,
+        sid,
     } = Pair::matched(&app).await;
+    let (alice_rest, bob_rest) = (
+        Rest::new(&app.http(), &alice.token),
+        Rest::new(&app.http(), &bob.token),
+    );
+    // What each one's session view says of asks left (a reload reads it).
+    async fn asks_left(rest: &Rest) -> serde_json::Value {
+        let (_, body) = rest.get("/api/chat/current-session").await;
+        body["session"]["reveal"]["asksLeft"].clone()
+    }
+    assert_eq!(asks_left(&alice_rest).await, json!(null));
 
-    for _ in 0..3 {
+    for asked in 1..=3 {
         a.send("reveal_request", json!({"sessionId": sid}), None)
             .await;
         b.wait_for("reveal_requested").await;
@@ -602,6 +616,12 @@ async fn three_asks_to_reveal_and_then_it_is_up_to_the_partner() {
         assert_eq!(
             a.wait_for("reveal_response").await["data"]["status"],
             "declined"
+        );
+        assert_eq!(asks_left(&alice_rest).await, json!(3 - asked));
+        assert_eq!(
+            asks_left(&bob_rest).await,
+            json!(null),
+            "only the asker's view"
         );
     }
     a.send("reveal_request", json!({"sessionId": sid}), Some("fourth"))

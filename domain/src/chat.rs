@@ -273,10 +273,12 @@ impl Chat {
             None => RevealView {
                 state: "none".into(),
                 requested_by: None,
+                asks_left: None,
             },
             Some(r) => RevealView {
                 state: r.status.as_str().into(),
                 requested_by: Some(Self::side(r.requester_id, me)),
+                asks_left: None,
             },
         }
     }
@@ -320,6 +322,18 @@ impl Chat {
         } else {
             None
         };
+        let mut reveal_view = Self::reveal_view(reveal.as_ref(), me);
+        // Counted only where it decides something: whether "ask again" is
+        // still open to the one who asked last (waiting, or declined).
+        if let Some(r) = &reveal {
+            if s.status == SessionStatus::Active
+                && r.status != RevealStatus::Accepted
+                && r.requester_id == me
+            {
+                let asked = self.store.reveal_requests_by(s.id, me).await?;
+                reveal_view.asks_left = Some((MAX_REVEAL_ASKS - asked).clamp(0, 2) as u8);
+            }
+        }
         Ok(SessionView {
             id: s.id.0,
             status: s.status.as_str().into(),
@@ -329,7 +343,7 @@ impl Chat {
             partner: Self::partner_view(&partner),
             // Filled in by the reads that tell where a user stands.
             partner_online: None,
-            reveal: Self::reveal_view(reveal.as_ref(), me),
+            reveal: reveal_view,
             my_rating: my_rating.map(|r| r.rating.get()),
             identities,
             messages,

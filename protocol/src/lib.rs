@@ -67,6 +67,10 @@ pub struct RevealView {
     pub state: String,
     /// `me`, `partner` or `null`.
     pub requested_by: Option<String>,
+    /// In an active session whose latest request is the viewer's own,
+    /// pending or declined: how many more times the viewer may ask (0–2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asks_left: Option<u8>,
 }
 
 /// A session as one of its two participants sees it.

@@ -488,6 +488,9 @@ class Live {
       if (saved?.sessionId === view.id) this.timeline.restorePending(saved.items);
     }
     this.session = { ...(same ? this.session : {}), ...view };
+    // The server counts the last asker's asks, a reload included.
+    const left = view.reveal?.asksLeft;
+    if (Number.isInteger(left)) this.session.myAsks = MAX_REVEAL_ASKS - left;
     this.emit('session', this.session);
   }
 

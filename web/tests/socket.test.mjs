@@ -164,6 +164,15 @@ test('a (re)connect learns whether the partner is still there', async () => {
   live.stop();
 });
 
+test('after a reload, the asks a declined asker has left come from the server', async () => {
+  reset();
+  routes['GET /api/chat/sessions/s1/messages'] = () => [200, { messages: [] }];
+  live.start();
+  await connectWith(session([msg(1)], { reveal: { state: 'declined', requestedBy: 'me', asksLeft: 0 } }));
+  assert.equal(live.session.myAsks, 3, 'out of asks: the chat offers no fourth');
+  live.stop();
+});
+
 test('an unacked message is resent with the same clientMsgId after a reconnect, never duplicated', async () => {
   reset();
   let history = [];

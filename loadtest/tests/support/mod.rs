@@ -262,6 +262,7 @@ fn session_view(fake: &Fake, st: &State, sid: Uuid, me: Uuid) -> SessionView {
         reveal: RevealView {
             state: "none".into(),
             requested_by: None,
+            asks_left: None,
         },
         my_rating: None,
         identities: None,
