@@ -471,6 +471,10 @@ fn explain(serde_message: &str) -> (Option<String>, String) {
     if let Some(rest) = serde_message.strip_prefix("unknown field ") {
         return (quoted(rest), "is not a field of this event".to_owned());
     }
+    // A null where a value must be is a missing value, as REST says it.
+    if serde_message.starts_with("invalid type: null") {
+        return (None, "is required".to_owned());
+    }
     if serde_message.starts_with("UUID parsing failed") {
         return (None, "must be a UUID".to_owned());
     }
@@ -546,6 +550,13 @@ mod tests {
             ),
             (
                 format!(
+                    r#"{{"type":"reveal_respond","data":{{"sessionId":"{sid}","accept":null}}}}"#
+                ),
+                Some("accept"),
+                "is required",
+            ),
+            (
+                format!(
                     r#"{{"type":"send_message","data":{{"sessionId":"{sid}","clientMsgId":"1"}}}}"#
                 ),
                 Some("content"),
@@ -580,7 +591,7 @@ mod tests {
             (
                 r#"{"type":"end_session","data":{"sessionId":null}}"#.to_owned(),
                 Some("sessionId"),
-                "must be a UUID",
+                "is required",
             ),
             (
                 r#"{"type":"end_session","data":[1]}"#.to_owned(),
