@@ -71,6 +71,36 @@ test('a burst is read out whole and the accepter keeps the newest message in vie
   }
 });
 
+test('on a phone, opening the folded cards keeps the newest message in view', { timeout: TEST_MS }, async () => {
+  let eve;
+  let fay;
+  try {
+    const details = 'Paints murals, fixes bikes, sings off key. Ask me about the best bakery in town and the worst film I ever loved. '.repeat(3);
+    eve = await readyUser(browser(), 'flow-eve', 'girl', { viewport: PHONE, card: { realName: 'Eve Flow', details } });
+    fay = await readyUser(browser(), 'flow-fay', 'dude', { viewport: PHONE, card: { realName: 'Fay Flow', details } });
+    await pairUp(eve, fay);
+    for (let i = 1; i <= 8; i += 1) {
+      await typeAndSend(i % 2 ? eve : fay, `line ${i} of a chat that scrolls on a phone`);
+    }
+    await seeMessage(fay, 'line 8 of a chat that scrolls on a phone', { mine: true });
+    await eve.page.getByTestId('reveal-request').click();
+    await seeVisible(fay.page.getByTestId('reveal-prompt'));
+    await fay.page.getByTestId('reveal-accept').click();
+    await seeText(fay.page.getByTestId('reveal-status'), 'You both said yes');
+    const list = fay.page.getByTestId('messages');
+    const gap = () => list.evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok((await gap()) < 8, `folded: the newest message in view (${await gap()} px below)`);
+    await fay.page.locator('details.cards-wrap > summary').click();
+    await seeVisible(fay.page.getByTestId('identity-cards'));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok((await gap()) < 8, `opened: the newest message in view (${await gap()} px below)`);
+    assertHealthy(eve, fay);
+  } finally {
+    await closeAll(eve, fay);
+  }
+});
+
 test('a draft survives a look at the profile; the sign-out question fits a phone', { timeout: TEST_MS }, async () => {
   let cy;
   let di;

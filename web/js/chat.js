@@ -291,13 +291,25 @@ function chatView(ctx) {
 
   // The list gets shorter when the cards open, the keyboard comes up or the
   // phone turns: whoever was reading the newest messages keeps seeing them.
+  // A scroll that comes with a new height of the list is the browser's own
+  // (clamping, scroll anchoring), dispatched before the resize is observed:
+  // read as the reader's, it would unpin the one at the newest message.
   let pinned = true;
-  list.addEventListener('scroll', () => (pinned = isNearBottom()), { passive: true });
+  let seenHeight = list.clientHeight;
   const resized = globalThis.ResizeObserver
     ? new ResizeObserver(() => {
+        seenHeight = list.clientHeight;
         if (pinned) list.scrollTop = list.scrollHeight;
       })
     : null;
+  list.addEventListener(
+    'scroll',
+    () => {
+      if (resized && list.clientHeight !== seenHeight) return;
+      pinned = isNearBottom();
+    },
+    { passive: true },
+  );
   resized?.observe(list);
   offs.push(() => resized?.disconnect());
 
@@ -439,19 +451,7 @@ function chatView(ctx) {
   compact?.addEventListener('change', onCompactChange);
   offs.push(() => compact?.removeEventListener('change', onCompactChange));
 
-  // Hiding the prompt lets the browser clamp the list's scroll, and the
-  // scroll event of that comes after the cards have shrunk the list: read
-  // then, it would unpin a reader who was at the newest message.
   const paintReveal = () => {
-    const stick = pinned;
-    paintRevealNow();
-    if (stick) {
-      list.scrollTop = list.scrollHeight;
-      pinned = true;
-    }
-  };
-
-  const paintRevealNow = () => {
     const s = live.session;
     const { state = 'none', requestedBy = null } = s?.reveal ?? {};
     const identities = s?.identities ?? null;
