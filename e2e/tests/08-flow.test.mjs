@@ -23,6 +23,15 @@ import {
 
 const browser = browserForFile();
 
+/** After a moment to settle, `user`'s message list shows its newest message (within a few px). */
+async function seeNewestInView(user, when) {
+  await new Promise((r) => setTimeout(r, 300));
+  const below = await user.page
+    .getByTestId('messages')
+    .evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
+  assert.ok(below < 8, `${when}: the newest message in view (${below} px below)`);
+}
+
 test('a burst is read out whole and the accepter keeps the newest message in view', { timeout: TEST_MS }, async () => {
   let ada;
   let bo;
@@ -57,14 +66,12 @@ test('a burst is read out whole and the accepter keeps the newest message in vie
     await seeMessage(bo, 'from ada 4', { mine: false });
     await seeMessage(bo, 'from bo 4', { mine: true });
     const list = bo.page.getByTestId('messages');
-    const gap = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
     assert.ok((await list.evaluate((el) => el.scrollHeight - el.clientHeight)) > 0, 'the list scrolls');
     await ada.page.getByTestId('reveal-request').click();
     await seeVisible(bo.page.getByTestId('reveal-prompt'));
     await bo.page.getByTestId('reveal-accept').click();
     await seeText(bo.page.getByTestId('identity-cards'), 'Ada Flow');
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok((await gap()) < 8, `the newest message stays in view (${await gap()} px below)`);
+    await seeNewestInView(bo, 'cards shown');
     assertHealthy(ada, bo);
   } finally {
     await closeAll(ada, bo);
@@ -87,14 +94,10 @@ test('on a phone, opening the folded cards keeps the newest message in view', { 
     await seeVisible(fay.page.getByTestId('reveal-prompt'));
     await fay.page.getByTestId('reveal-accept').click();
     await seeText(fay.page.getByTestId('reveal-status'), 'You both said yes');
-    const list = fay.page.getByTestId('messages');
-    const gap = () => list.evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok((await gap()) < 8, `folded: the newest message in view (${await gap()} px below)`);
+    await seeNewestInView(fay, 'cards folded');
     await fay.page.locator('details.cards-wrap > summary').click();
     await seeVisible(fay.page.getByTestId('identity-cards'));
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok((await gap()) < 8, `opened: the newest message in view (${await gap()} px below)`);
+    await seeNewestInView(fay, 'cards opened');
     assertHealthy(eve, fay);
   } finally {
     await closeAll(eve, fay);
