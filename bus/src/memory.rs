@@ -82,6 +82,23 @@ impl Queue {
             Gender::Girl => &mut self.girls,
         }
     }
+
+    /// Queue `entry` (its user not queued) and log it as joined.
+    fn put(&mut self, entry: &QueueEntry) {
+        self.entries.insert(entry.user, entry.clone());
+        self.order.insert((entry.joined_at_ms, entry.user));
+        *self.count(entry.gender) += 1;
+        self.record(QueueChange::Joined(entry.clone()));
+    }
+
+    /// Take `user` out of the queue, unlogged; their entry if they were in it.
+    fn take(&mut self, user: UserId) -> Option<QueueEntry> {
+        let entry = self.entries.remove(&user)?;
+        self.order.remove(&(entry.joined_at_ms, entry.user));
+        let count = self.count(entry.gender);
+        *count = count.saturating_sub(1);
+        Some(entry)
+    }
 }
 
 #[derive(Default)]
@@ -266,26 +283,19 @@ impl Bus for MemoryBus {
         if queue.entries.contains_key(&entry.user) {
             return Ok(false);
         }
-        queue.entries.insert(entry.user, entry.clone());
-        queue.order.insert((entry.joined_at_ms, entry.user));
-        *queue.count(entry.gender) += 1;
-        queue.record(QueueChange::Joined(entry.clone()));
+        queue.put(entry);
         self.queue_changed.notify_waiters();
         Ok(true)
     }
 
     async fn queue_replace(&self, entry: &QueueEntry) -> BusResult<bool> {
         let mut queue = lock(&self.queue);
-        let Some(slot) = queue.entries.get_mut(&entry.user) else {
+        if queue.take(entry.user).is_none() {
             return Ok(false);
-        };
-        let old = std::mem::replace(slot, entry.clone());
-        queue.order.remove(&(old.joined_at_ms, old.user));
-        queue.order.insert((entry.joined_at_ms, entry.user));
-        let count = queue.count(old.gender);
-        *count = count.saturating_sub(1);
-        *queue.count(entry.gender) += 1;
-        queue.record(QueueChange::Joined(entry.clone()));
+        }
+        // Logged as a join only: a follower takes a join of a queued user
+        // as the replacement of their entry.
+        queue.put(entry);
         self.queue_changed.notify_waiters();
         Ok(true)
     }
@@ -294,10 +304,7 @@ impl Bus for MemoryBus {
         let mut queue = lock(&self.queue);
         let mut removed = 0;
         for user in users {
-            if let Some(entry) = queue.entries.remove(user) {
-                queue.order.remove(&(entry.joined_at_ms, entry.user));
-                let count = queue.count(entry.gender);
-                *count = count.saturating_sub(1);
+            if queue.take(*user).is_some() {
                 queue.record(QueueChange::Left(*user));
                 removed += 1;
             }
