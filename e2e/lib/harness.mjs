@@ -274,6 +274,23 @@ export async function readyUser(browser, name, gender, options = {}) {
   return user;
 }
 
+/**
+ * Two new users, `a` = [name, gender, options] searching first, matched with
+ * each other; runs `body(a, b)`, checks both stayed healthy, and always
+ * closes them.
+ */
+export async function withMatchedPair(browser, a, b, body) {
+  const users = [];
+  try {
+    for (const [name, gender, options] of [a, b]) users.push(await readyUser(browser, name, gender, options));
+    await pairUp(...users);
+    await body(...users);
+    assertHealthy(...users);
+  } finally {
+    await closeAll(...users);
+  }
+}
+
 /** `a` searches first, then `b`; both end up in the chat with each other. */
 export async function pairUp(a, b, { onSearching = async () => {} } = {}) {
   await a.page.getByTestId('find-match').click();

@@ -12,7 +12,6 @@ import {
   browserForFile,
   closeAll,
   eventually,
-  pairUp,
   readyUser,
   seeMessage,
   seeHidden,
@@ -20,17 +19,15 @@ import {
   seeVisible,
   shownMessages,
   typeAndSend,
+  withMatchedPair,
 } from '../lib/harness.mjs';
 
 const browser = browserForFile();
 
 test('two people asking to reveal at once both said yes', { timeout: TEST_MS }, async () => {
-  let kai;
-  let lea;
-  try {
-    kai = await readyUser(browser(), 'crossing-kai', 'dude', { card: { realName: 'Kai Cross' } });
-    lea = await readyUser(browser(), 'crossing-lea', 'girl', { card: { realName: 'Lea Cross' } });
-    await pairUp(kai, lea);
+  const kaiSpec = ['crossing-kai', 'dude', { card: { realName: 'Kai Cross' } }];
+  const leaSpec = ['crossing-lea', 'girl', { card: { realName: 'Lea Cross' } }];
+  await withMatchedPair(browser(), kaiSpec, leaSpec, async (kai, lea) => {
     // Dispatched, not clicked: a click would wait for a button that the
     // partner's request, arriving first, may already have hidden.
     await Promise.all([kai, lea].map((u) => u.page.getByTestId('reveal-request').dispatchEvent('click')));
@@ -41,19 +38,11 @@ test('two people asking to reveal at once both said yes', { timeout: TEST_MS }, 
       await seeText(me.page.getByTestId('reveal-status'), 'You both said yes');
       await seeText(me.page.getByTestId('identity-cards'), partner === kai ? 'Kai Cross' : 'Lea Cross');
     }
-    assertHealthy(kai, lea);
-  } finally {
-    await closeAll(kai, lea);
-  }
+  });
 });
 
 test('a paste over the limit is refused whole, with the count', { timeout: TEST_MS }, async () => {
-  let max;
-  let nia;
-  try {
-    max = await readyUser(browser(), 'paste-max', 'dude');
-    nia = await readyUser(browser(), 'paste-nia', 'girl');
-    await pairUp(max, nia);
+  await withMatchedPair(browser(), ['paste-max', 'dude'], ['paste-nia', 'girl'], async (max, nia) => {
     const long = `${'a'.repeat(2090)} https://example.org/end`;
     const input = max.page.getByTestId('message-input');
     await input.fill(long);
@@ -81,19 +70,11 @@ test('a paste over the limit is refused whole, with the count', { timeout: TEST_
     }
     await seeText(max.page.getByTestId('reveal-declined'), `${nia.alias} declined 3 times`);
     await seeHidden(max.page.getByTestId('reveal-request'));
-    assertHealthy(max, nia);
-  } finally {
-    await closeAll(max, nia);
-  }
+  });
 });
 
 test('a message typed offline is kept, marked, when the chat ends meanwhile', { timeout: TEST_MS }, async () => {
-  let oli;
-  let pia;
-  try {
-    oli = await readyUser(browser(), 'offline-oli', 'dude');
-    pia = await readyUser(browser(), 'offline-pia', 'girl');
-    await pairUp(oli, pia);
+  await withMatchedPair(browser(), ['offline-oli', 'dude'], ['offline-pia', 'girl'], async (oli, pia) => {
     await pia.context.setOffline(true);
     await eventually('the offline page to notice', async () => {
       return (await pia.page.getByTestId('connection-status').getAttribute('data-state')) !== 'online';
@@ -112,19 +93,11 @@ test('a message typed offline is kept, marked, when the chat ends meanwhile', { 
     const transcript = pia.page.getByTestId('transcript');
     await seeText(transcript, 'are you still there?');
     await seeText(transcript, 'Not delivered: the chat had ended');
-    assertHealthy(oli, pia);
-  } finally {
-    await closeAll(oli, pia);
-  }
+  });
 });
 
 test('signing out in a chat ends it, after a second press', { timeout: TEST_MS }, async () => {
-  let quinn;
-  let rae;
-  try {
-    quinn = await readyUser(browser(), 'signout-quinn', 'dude');
-    rae = await readyUser(browser(), 'signout-rae', 'girl');
-    await pairUp(quinn, rae);
+  await withMatchedPair(browser(), ['signout-quinn', 'dude'], ['signout-rae', 'girl'], async (quinn, rae) => {
     const signOut = quinn.page.getByTestId('sign-out');
     await signOut.click();
     await seeText(signOut, 'End chat & sign out?');
@@ -133,10 +106,7 @@ test('signing out in a chat ends it, after a second press', { timeout: TEST_MS }
     await signOut.click();
     await seeText(rae.page.getByTestId('ended-by'), `${quinn.alias} ended the chat.`);
     await eventually('the landing page', async () => new URL(quinn.page.url()).pathname === '/');
-    assertHealthy(quinn, rae);
-  } finally {
-    await closeAll(quinn, rae);
-  }
+  });
 });
 
 test('signing out while searching leaves the queue at once', { timeout: TEST_MS }, async () => {

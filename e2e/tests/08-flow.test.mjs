@@ -8,17 +8,14 @@ import { test } from 'node:test';
 import {
   PHONE,
   TEST_MS,
-  assertHealthy,
   browserForFile,
-  closeAll,
   eventually,
-  pairUp,
-  readyUser,
   recordAnnouncements,
   seeMessage,
   seeText,
   seeVisible,
   typeAndSend,
+  withMatchedPair,
 } from '../lib/harness.mjs';
 
 const browser = browserForFile();
@@ -33,17 +30,15 @@ async function seeNewestInView(user, when) {
 }
 
 test('a burst is read out whole and the accepter keeps the newest message in view', { timeout: TEST_MS }, async () => {
-  let ada;
-  let bo;
-  try {
-    // A card of several lines: the cards take more room than the prompt gave back.
-    const details = 'Climbs on weekends, reads on trains, bakes bread badly. Find me as @ada.flow almost anywhere. Lisbon, by way of Porto.';
-    ada = await readyUser(browser(), 'flow-ada', 'girl', { card: { realName: 'Ada Flow', details } });
-    bo = await readyUser(browser(), 'flow-bo', 'dude', {
-      card: { realName: 'Bo Flow', details },
-      setup: (user) => user.context.addInitScript(recordAnnouncements),
-    });
-    await pairUp(ada, bo);
+  // A card of several lines: the cards take more room than the prompt gave back.
+  const details = 'Climbs on weekends, reads on trains, bakes bread badly. Find me as @ada.flow almost anywhere. Lisbon, by way of Porto.';
+  const adaSpec = ['flow-ada', 'girl', { card: { realName: 'Ada Flow', details } }];
+  const boSpec = [
+    'flow-bo',
+    'dude',
+    { card: { realName: 'Bo Flow', details }, setup: (user) => user.context.addInitScript(recordAnnouncements) },
+  ];
+  await withMatchedPair(browser(), adaSpec, boSpec, async (ada, bo) => {
     // Three messages sent in one go: they reach him together, and he hears all three.
     const burst = ['burst one', 'burst two', 'burst three'];
     await ada.page.evaluate((texts) => {
@@ -72,20 +67,14 @@ test('a burst is read out whole and the accepter keeps the newest message in vie
     await bo.page.getByTestId('reveal-accept').click();
     await seeText(bo.page.getByTestId('identity-cards'), 'Ada Flow');
     await seeNewestInView(bo, 'cards shown');
-    assertHealthy(ada, bo);
-  } finally {
-    await closeAll(ada, bo);
-  }
+  });
 });
 
 test('on a phone, opening the folded cards keeps the newest message in view', { timeout: TEST_MS }, async () => {
-  let eve;
-  let fay;
-  try {
-    const details = 'Paints murals, fixes bikes, sings off key. Ask me about the best bakery in town and the worst film I ever loved. '.repeat(3);
-    eve = await readyUser(browser(), 'flow-eve', 'girl', { viewport: PHONE, card: { realName: 'Eve Flow', details } });
-    fay = await readyUser(browser(), 'flow-fay', 'dude', { viewport: PHONE, card: { realName: 'Fay Flow', details } });
-    await pairUp(eve, fay);
+  const details = 'Paints murals, fixes bikes, sings off key. Ask me about the best bakery in town and the worst film I ever loved. '.repeat(3);
+  const eveSpec = ['flow-eve', 'girl', { viewport: PHONE, card: { realName: 'Eve Flow', details } }];
+  const faySpec = ['flow-fay', 'dude', { viewport: PHONE, card: { realName: 'Fay Flow', details } }];
+  await withMatchedPair(browser(), eveSpec, faySpec, async (eve, fay) => {
     for (let i = 1; i <= 8; i += 1) {
       await typeAndSend(i % 2 ? eve : fay, `line ${i} of a chat that scrolls on a phone`);
     }
@@ -98,19 +87,11 @@ test('on a phone, opening the folded cards keeps the newest message in view', { 
     await fay.page.locator('details.cards-wrap > summary').click();
     await seeVisible(fay.page.getByTestId('identity-cards'));
     await seeNewestInView(fay, 'cards opened');
-    assertHealthy(eve, fay);
-  } finally {
-    await closeAll(eve, fay);
-  }
+  });
 });
 
 test('a draft survives a look at the profile; the sign-out question fits a phone', { timeout: TEST_MS }, async () => {
-  let cy;
-  let di;
-  try {
-    cy = await readyUser(browser(), 'flow-cy', 'dude', { viewport: PHONE });
-    di = await readyUser(browser(), 'flow-di', 'girl');
-    await pairUp(cy, di);
+  await withMatchedPair(browser(), ['flow-cy', 'dude', { viewport: PHONE }], ['flow-di', 'girl'], async (cy, di) => {
     const input = cy.page.getByTestId('message-input');
     await input.fill('half a thought');
     await cy.page.getByTestId('edit-profile').click();
@@ -130,8 +111,5 @@ test('a draft survives a look at the profile; the sign-out question fits a phone
       button: document.querySelector('[data-testid="sign-out"]').getBoundingClientRect().right,
     }));
     assert.ok(fits.page <= fits.view && fits.button <= fits.view, `the armed button fits: ${JSON.stringify(fits)}`);
-    assertHealthy(cy, di);
-  } finally {
-    await closeAll(cy, di);
-  }
+  });
 });
