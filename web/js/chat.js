@@ -84,8 +84,18 @@ function identityCard(card, title, testid) {
   );
 }
 
+/**
+ * Both cards under an "Identity cards" summary: open on a big screen,
+ * folded on a small one, where open they would push the conversation or
+ * the rating off the screen. `onChosen` hears the person open or fold them.
+ */
+function foldableCards(identities, onChosen = () => {}) {
+  const open = !globalThis.matchMedia?.(COMPACT_QUERY)?.matches;
+  const summary = h('summary', { onclick: onChosen }, 'Identity cards');
+  return h('details', { class: 'cards-wrap', open }, summary, identityCards(identities));
+}
+
 function identityCards(identities) {
-  if (!identities) return null;
   return h(
     'section',
     { class: 'cards', 'aria-label': 'Identity cards', 'data-testid': 'identity-cards' },
@@ -480,13 +490,11 @@ function chatView(ctx) {
     revealStatus.dataset.testid = testid;
     // Collapsible in the chat, so the cards never push the conversation
     // off a small screen.
-    const cards = state === 'accepted' ? identityCards(identities) : null;
-    if (!cards) {
+    if (state !== 'accepted' || !identities) {
       replaceChildren(cardsSlot);
       cardsDetails = null;
     } else if (!cardsSlot.firstChild) {
-      const summary = h('summary', { onclick: () => (cardsChosen = true) }, 'Identity cards');
-      cardsDetails = h('details', { class: 'cards-wrap', open: !compact?.matches }, summary, cards);
+      cardsDetails = foldableCards(identities, () => (cardsChosen = true));
       replaceChildren(cardsSlot, cardsDetails);
     }
   };
@@ -584,17 +592,6 @@ function chatView(ctx) {
 
 // --- rating -----------------------------------------------------------------
 
-/**
- * The cards of a session whose reveal was accepted, for the rating screen:
- * folded on a phone (open, two cards would push the rating off the
- * screen), but above the rating, so no one skips past them unseen.
- */
-function revealedCards(session) {
-  const cards = identityCards(session.reveal?.state === 'accepted' ? session.identities : null);
-  if (!cards) return null;
-  const open = !globalThis.matchMedia?.(COMPACT_QUERY)?.matches;
-  return h('details', { class: 'cards-wrap', open }, h('summary', {}, 'Identity cards'), cards);
-}
 
 function ratingView(ctx) {
   const { live } = ctx;
@@ -657,7 +654,8 @@ function ratingView(ctx) {
     heading,
     h('p', { class: 'lede', 'data-testid': 'ended-by' }, who),
     transcript,
-    revealedCards(session),
+    // Above the rating (folded on a phone), so no one skips past them unseen.
+    session.reveal?.state === 'accepted' && session.identities ? foldableCards(session.identities) : null,
     h('fieldset', { class: 'vibes' }, h('legend', {}, 'How was the vibe?'), h('div', { class: 'vibe-row' }, buttons)),
     thanks,
     h('div', { class: 'row center' }, again, home, skip),
