@@ -268,7 +268,11 @@ impl Chat {
         if who == viewer { "me" } else { "partner" }.into()
     }
 
-    fn reveal_view(reveal: Option<&RevealRequest>, me: UserId) -> RevealView {
+    fn reveal_view(
+        reveal: Option<&RevealRequest>,
+        me: UserId,
+        asks_left: Option<u8>,
+    ) -> RevealView {
         match reveal {
             None => RevealView {
                 state: "none".into(),
@@ -278,7 +282,7 @@ impl Chat {
             Some(r) => RevealView {
                 state: r.status.as_str().into(),
                 requested_by: Some(Self::side(r.requester_id, me)),
-                asks_left: None,
+                asks_left,
             },
         }
     }
@@ -322,18 +326,19 @@ impl Chat {
         } else {
             None
         };
-        let mut reveal_view = Self::reveal_view(reveal.as_ref(), me);
         // Counted only where it decides something: whether "ask again" is
         // still open to the one who asked last (waiting, or declined).
-        if let Some(r) = &reveal {
-            if s.status == SessionStatus::Active
-                && r.status != RevealStatus::Accepted
-                && r.requester_id == me
+        let asks_left = match &reveal {
+            Some(r)
+                if s.status == SessionStatus::Active
+                    && r.status != RevealStatus::Accepted
+                    && r.requester_id == me =>
             {
                 let asked = self.store.reveal_requests_by(s.id, me).await?;
-                reveal_view.asks_left = Some((MAX_REVEAL_ASKS - asked).clamp(0, 2) as u8);
+                Some((MAX_REVEAL_ASKS - asked).clamp(0, 2) as u8)
             }
-        }
+            _ => None,
+        };
         Ok(SessionView {
             id: s.id.0,
             status: s.status.as_str().into(),
@@ -343,7 +348,7 @@ impl Chat {
             partner: Self::partner_view(&partner),
             // Filled in by the reads that tell where a user stands.
             partner_online: None,
-            reveal: reveal_view,
+            reveal: Self::reveal_view(reveal.as_ref(), me, asks_left),
             my_rating: my_rating.map(|r| r.rating.get()),
             identities,
             messages,
@@ -911,7 +916,7 @@ impl Chat {
                     ended_by: None,
                     partner: Self::partner_view(partner),
                     partner_online: None,
-                    reveal: Self::reveal_view(None, me),
+                    reveal: Self::reveal_view(None, me, None),
                     my_rating: None,
                     identities: None,
                     messages: None,
